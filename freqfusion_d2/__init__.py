@@ -1,0 +1,6 @@
+"""freqfusion_d2: frequency-aware feature fusion (FreqFusion) for Detectron2.
+
+``freqfusion_d2.layers`` (the CARAFE op and the FreqFusion module) needs only PyTorch.
+"""
+
+__version__ = "0.1.0"

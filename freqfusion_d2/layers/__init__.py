@@ -1,0 +1,14 @@
+"""Layers of freqfusion_d2: compiled ops and the FreqFusion module. Depends on torch only."""
+from .carafe import CARAFE, carafe, carafe_ref
+from .freqfusion import FreqFusion, normalize_kernels
+from .local_sim_sampler import LocalSimGuidedSampler, local_cosine_similarity
+
+__all__ = [
+    "CARAFE",
+    "carafe",
+    "carafe_ref",
+    "FreqFusion",
+    "normalize_kernels",
+    "LocalSimGuidedSampler",
+    "local_cosine_similarity",
+]

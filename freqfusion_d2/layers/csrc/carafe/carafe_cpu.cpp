@@ -1,0 +1,259 @@
+// CPU kernels of CARAFE.
+//
+// Every kernel is a gather: each parallel task owns a disjoint set of output rows, accumulates
+// them in a float (or double) buffer and writes them once. No atomics, so the backward is
+// bitwise repeatable for any number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "carafe/carafe.h"
+
+namespace freqfusion_d2 {
+namespace {
+
+struct Geometry {
+  int64_t N, C, H, W, k, G, s;
+  int64_t Ho, Wo, r, kk, Cg;
+  Geometry(const at::Tensor& features, int64_t k_, int64_t G_, int64_t s_)
+      : N(features.size(0)), C(features.size(1)), H(features.size(2)), W(features.size(3)),
+        k(k_), G(G_), s(s_) {
+    Ho = H * s;
+    Wo = W * s;
+    r = (k - 1) / 2;
+    kk = k * k;
+    Cg = C / G;
+  }
+};
+
+// Source columns u whose tap at column offset dx = j - r stays inside [0, W): the range
+// [u_begin, u_end) of floor(x / s), so output columns [u_begin * s, u_end * s).
+inline void valid_columns(int64_t W, int64_t dx, int64_t* u_begin, int64_t* u_end) {
+  *u_begin = std::max<int64_t>(0, -dx);
+  *u_end = std::min<int64_t>(W, W - dx);
+}
+
+// acc[x] += m[x] * f[x / s + dx] for output columns x of the valid source columns.
+template <typename acc_t, typename scalar_t>
+inline void axpy_upsampled(acc_t* __restrict__ acc, const acc_t* __restrict__ m,
+                           const scalar_t* __restrict__ frow, int64_t dx, int64_t u_begin,
+                           int64_t u_end, int64_t s) {
+  if (s == 1) {
+    for (int64_t x = u_begin; x < u_end; ++x) {
+      acc[x] += m[x] * static_cast<acc_t>(frow[x + dx]);
+    }
+  } else if (s == 2) {
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      const acc_t f = static_cast<acc_t>(frow[u + dx]);
+      acc[2 * u] += m[2 * u] * f;
+      acc[2 * u + 1] += m[2 * u + 1] * f;
+    }
+  } else {
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      const acc_t f = static_cast<acc_t>(frow[u + dx]);
+      for (int64_t t = 0; t < s; ++t) {
+        acc[u * s + t] += m[u * s + t] * f;
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+inline void load_row(acc_t* dst, const scalar_t* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = static_cast<acc_t>(src[i]);
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+inline void store_row(scalar_t* dst, const acc_t* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = static_cast<scalar_t>(src[i]);
+  }
+}
+
+// One task = one (n, g, y) output row of every channel of group g.
+template <typename scalar_t>
+void forward_kernel(const Geometry& d, const scalar_t* F, const scalar_t* M, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, d.N * d.G * d.Ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(d.Cg * d.Wo);
+    std::vector<acc_t> mrow(d.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t y = task % d.Ho;
+      const int64_t g = (task / d.Ho) % d.G;
+      const int64_t n = task / (d.Ho * d.G);
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t i = 0; i < d.k; ++i) {
+        const int64_t row = y / d.s + i - d.r;
+        if (row < 0 || row >= d.H) continue;
+        for (int64_t j = 0; j < d.k; ++j) {
+          const int64_t dx = j - d.r;
+          int64_t u_begin, u_end;
+          valid_columns(d.W, dx, &u_begin, &u_end);
+          if (u_begin >= u_end) continue;
+          const int64_t mc = (n * d.G + g) * d.kk + i * d.k + j;
+          load_row(mrow.data(), M + (mc * d.Ho + y) * d.Wo, d.Wo);
+          for (int64_t c = 0; c < d.Cg; ++c) {
+            const scalar_t* frow = F + ((n * d.C + g * d.Cg + c) * d.H + row) * d.W;
+            axpy_upsampled(acc.data() + c * d.Wo, mrow.data(), frow, dx, u_begin, u_end, d.s);
+          }
+        }
+      }
+      for (int64_t c = 0; c < d.Cg; ++c) {
+        scalar_t* orow = out + ((n * d.C + g * d.Cg + c) * d.Ho + y) * d.Wo;
+        store_row(orow, acc.data() + c * d.Wo, d.Wo);
+      }
+    }
+  });
+}
+
+// grad_masks[n, g*kk + ij, y, x] = sum_{c in g} grad_out[n, c, y, x] * F[n, c, tap(ij, y, x)].
+// One task = one (n, g, y) row of the group's k*k mask channels; out-of-bounds taps stay 0.
+template <typename scalar_t>
+void backward_masks_kernel(const Geometry& d, const scalar_t* GO, const scalar_t* F,
+                           scalar_t* grad_masks) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, d.N * d.G * d.Ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(d.kk * d.Wo);
+    std::vector<acc_t> grow(d.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t y = task % d.Ho;
+      const int64_t g = (task / d.Ho) % d.G;
+      const int64_t n = task / (d.Ho * d.G);
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t c = 0; c < d.Cg; ++c) {
+        const int64_t ch = n * d.C + g * d.Cg + c;
+        load_row(grow.data(), GO + (ch * d.Ho + y) * d.Wo, d.Wo);
+        for (int64_t i = 0; i < d.k; ++i) {
+          const int64_t row = y / d.s + i - d.r;
+          if (row < 0 || row >= d.H) continue;
+          const scalar_t* frow = F + (ch * d.H + row) * d.W;
+          for (int64_t j = 0; j < d.k; ++j) {
+            const int64_t dx = j - d.r;
+            int64_t u_begin, u_end;
+            valid_columns(d.W, dx, &u_begin, &u_end);
+            axpy_upsampled(acc.data() + (i * d.k + j) * d.Wo, grow.data(), frow, dx, u_begin,
+                           u_end, d.s);
+          }
+        }
+      }
+      for (int64_t t = 0; t < d.kk; ++t) {
+        const int64_t mc = (n * d.G + g) * d.kk + t;
+        store_row(grad_masks + (mc * d.Ho + y) * d.Wo, acc.data() + t * d.Wo, d.Wo);
+      }
+    }
+  });
+}
+
+// grad_features[n, c, u, v] = sum over the output pixels (y, x) and taps (i, j) that read
+// (u, v): y / s = u - i + r, x / s = v - j + r. One task = one (n, g, u) source row.
+template <typename scalar_t>
+void backward_features_kernel(const Geometry& d, const scalar_t* GO, const scalar_t* M,
+                              scalar_t* grad_features) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, d.N * d.G * d.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(d.Cg * d.W);
+    std::vector<acc_t> mrow(d.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t u = task % d.H;
+      const int64_t g = (task / d.H) % d.G;
+      const int64_t n = task / (d.H * d.G);
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t i = 0; i < d.k; ++i) {
+        const int64_t sy = u - i + d.r;  // source row index of the output block that reads u
+        if (sy < 0 || sy >= d.H) continue;
+        for (int64_t j = 0; j < d.k; ++j) {
+          const int64_t dx = j - d.r;
+          // Output block column sx = v - dx must lie in [0, W).
+          const int64_t v_begin = std::max<int64_t>(0, dx);
+          const int64_t v_end = std::min<int64_t>(d.W, d.W + dx);
+          if (v_begin >= v_end) continue;
+          const int64_t mc = (n * d.G + g) * d.kk + i * d.k + j;
+          for (int64_t ty = 0; ty < d.s; ++ty) {
+            const int64_t y = sy * d.s + ty;
+            load_row(mrow.data(), M + (mc * d.Ho + y) * d.Wo, d.Wo);
+            for (int64_t c = 0; c < d.Cg; ++c) {
+              const scalar_t* grow = GO + ((n * d.C + g * d.Cg + c) * d.Ho + y) * d.Wo;
+              acc_t* a = acc.data() + c * d.W;
+              for (int64_t v = v_begin; v < v_end; ++v) {
+                const int64_t x0 = (v - dx) * d.s;
+                acc_t sum = 0;
+                for (int64_t tx = 0; tx < d.s; ++tx) {
+                  sum += mrow[x0 + tx] * static_cast<acc_t>(grow[x0 + tx]);
+                }
+                a[v] += sum;
+              }
+            }
+          }
+        }
+      }
+      for (int64_t c = 0; c < d.Cg; ++c) {
+        scalar_t* frow = grad_features + ((n * d.C + g * d.Cg + c) * d.H + u) * d.W;
+        store_row(frow, acc.data() + c * d.W, d.W);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& masks,
+                              int64_t kernel_size, int64_t group_size, int64_t scale_factor) {
+  carafe_check_inputs(features, masks, kernel_size, group_size, scale_factor);
+  TORCH_CHECK(features.device().is_cpu(), "carafe_forward_cpu: expected CPU tensors");
+  const at::Tensor f = features.contiguous();
+  const at::Tensor m = masks.contiguous();
+  const Geometry d(f, kernel_size, group_size, scale_factor);
+  at::Tensor out = at::empty({d.N, d.C, d.Ho, d.Wo}, f.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_forward_cpu",
+                                  [&] {
+                                    forward_kernel<scalar_t>(d, f.const_data_ptr<scalar_t>(),
+                                                             m.const_data_ptr<scalar_t>(),
+                                                             out.mutable_data_ptr<scalar_t>());
+                                  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& features, const at::Tensor& masks,
+    int64_t kernel_size, int64_t group_size, int64_t scale_factor) {
+  carafe_check_inputs(features, masks, kernel_size, group_size, scale_factor);
+  TORCH_CHECK(features.device().is_cpu() && grad_output.device().is_cpu(),
+              "carafe_backward_cpu: expected CPU tensors");
+  const at::Tensor f = features.contiguous();
+  const at::Tensor m = masks.contiguous();
+  const Geometry d(f, kernel_size, group_size, scale_factor);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == d.N && grad_output.size(1) == d.C &&
+                  grad_output.size(2) == d.Ho && grad_output.size(3) == d.Wo,
+              "carafe_backward: grad_output has shape ", grad_output.sizes(), ", expected (",
+              d.N, ", ", d.C, ", ", d.Ho, ", ", d.Wo, ")");
+  const at::Tensor go = grad_output.to(f.scalar_type()).contiguous();
+  at::Tensor grad_features = at::empty_like(f);
+  at::Tensor grad_masks = at::empty_like(m);
+  if (go.numel() == 0) {
+    return {grad_features.zero_(), grad_masks.zero_()};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_backward_cpu", [&] {
+        backward_features_kernel<scalar_t>(d, go.const_data_ptr<scalar_t>(),
+                                           m.const_data_ptr<scalar_t>(),
+                                           grad_features.mutable_data_ptr<scalar_t>());
+        backward_masks_kernel<scalar_t>(d, go.const_data_ptr<scalar_t>(),
+                                        f.const_data_ptr<scalar_t>(),
+                                        grad_masks.mutable_data_ptr<scalar_t>());
+      });
+  return {grad_features, grad_masks};
+}
+
+TORCH_LIBRARY_IMPL(freqfusion_d2, CPU, m) {
+  m.impl("carafe_forward", &carafe_forward_cpu);
+  m.impl("carafe_backward", &carafe_backward_cpu);
+}
+
+}  // namespace freqfusion_d2
