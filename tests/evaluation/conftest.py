@@ -180,3 +180,123 @@ def synth():
     import sys
 
     return sys.modules[__name__]
+
+
+THING_CONTIGUOUS = {c["id"]: i for i, c in enumerate(CATEGORIES) if c["isthing"]}
+ALL_CONTIGUOUS = {c["id"]: i for i, c in enumerate(CATEGORIES)}
+
+
+def write_registered_panoptic(root, name, n_images=4, seed=0, size=(24, 32), layout="joint"):
+    """Write and register a COCO-format panoptic dataset (panoptic + instances + semantic GT).
+
+    layout "joint" (Mask2Former style): one contiguous space over all categories; semantic GT
+    holds that space with 255 for VOID. The dataset gets evaluator_type "coco_panoptic_seg".
+
+    Returns:
+        (dataset dicts, gt id maps with segments) for building model outputs.
+    """
+    import pycocotools.mask as mask_util
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    rng = np.random.default_rng(seed)
+    pan_dir = os.path.join(root, "panoptic")
+    sem_dir = os.path.join(root, "semantic")
+    os.makedirs(sem_dir, exist_ok=True)
+    images, pan_anns, inst_anns, dicts, gt_maps = [], [], [], [], []
+    ann_id = 1
+    for i in range(n_images):
+        h, w = size
+        gt, segs = random_gt(rng, h, w)
+        image_id = 100 + i
+        stem = f"{image_id:06d}"
+        write_png(os.path.join(pan_dir, stem + ".png"), gt)
+        sem = np.full((h, w), 255, dtype=np.uint8)
+        for s in segs:
+            sem[gt == s["id"]] = ALL_CONTIGUOUS[s["category_id"]]
+        Image.fromarray(sem).save(os.path.join(sem_dir, stem + ".png"))
+        images.append({"id": image_id, "file_name": stem + ".jpg", "height": h, "width": w})
+        pan_anns.append({"image_id": image_id, "file_name": stem + ".png", "segments_info": segs})
+        for s in segs:
+            if s["category_id"] not in THING_CONTIGUOUS:
+                continue
+            m = np.asfortranarray((gt == s["id"]).astype(np.uint8))
+            rle = mask_util.encode(m)
+            rle["counts"] = rle["counts"].decode("ascii")
+            inst_anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": s["category_id"],
+                    "segmentation": rle,
+                    "area": float(mask_util.area(rle)),
+                    "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                    "iscrowd": s["iscrowd"],
+                }
+            )
+            ann_id += 1
+        dicts.append(
+            {
+                "file_name": os.path.join(root, "images", stem + ".jpg"),
+                "image_id": image_id,
+                "height": h,
+                "width": w,
+                "pan_seg_file_name": os.path.join(pan_dir, stem + ".png"),
+                "sem_seg_file_name": os.path.join(sem_dir, stem + ".png"),
+                "segments_info": [
+                    dict(s, category_id=ALL_CONTIGUOUS[s["category_id"]]) for s in segs
+                ],
+            }
+        )
+        gt_maps.append((gt, segs))
+    pan_json = os.path.join(root, "panoptic.json")
+    with open(pan_json, "w") as f:
+        json.dump({"images": images, "annotations": pan_anns, "categories": CATEGORIES}, f)
+    inst_json = os.path.join(root, "instances.json")
+    with open(inst_json, "w") as f:
+        json.dump(
+            {
+                "images": images,
+                "annotations": inst_anns,
+                "categories": [c for c in CATEGORIES if c["isthing"]],
+            },
+            f,
+        )
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(
+        evaluator_type="coco_panoptic_seg",
+        panoptic_json=pan_json,
+        panoptic_root=pan_dir,
+        json_file=inst_json,
+        sem_seg_root=sem_dir,
+        thing_classes=[c["name"] for c in CATEGORIES if c["isthing"]],
+        stuff_classes=[c["name"] for c in CATEGORIES],
+        thing_dataset_id_to_contiguous_id=THING_CONTIGUOUS,
+        stuff_dataset_id_to_contiguous_id=ALL_CONTIGUOUS,
+        ignore_label=255,
+        label_divisor=1000,
+    )
+    return dicts, gt_maps
+
+
+@pytest.fixture
+def registered(tmp_path):
+    """Factory registering datasets under unique names; unregisters them after the test."""
+    import uuid
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = []
+
+    def register(kind="panoptic", **kwargs):
+        name = f"ffd2_test_{kind}_{uuid.uuid4().hex[:8]}"
+        root = tmp_path / name
+        root.mkdir()
+        names.append(name)
+        if kind == "panoptic":
+            return (name,) + write_registered_panoptic(str(root), name, **kwargs)
+        raise ValueError(kind)
+
+    yield register
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
