@@ -20,7 +20,16 @@ _LAZY = {
     "reduce_zero_label": ".sem_seg_evaluation",
 }
 
-__all__ = ["pq_compute"] + sorted(_LAZY)
+__all__ = [
+    "BoundaryErrorEvaluator",
+    "COCOPanopticEvaluator",
+    "InstanceSegEvaluator",
+    "PanopticEvaluator",
+    "build_evaluator",
+    "build_sem_seg_evaluator",
+    "pq_compute",
+    "reduce_zero_label",
+]
 
 
 def __getattr__(name):

@@ -62,8 +62,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         """
         Args:
             dataset_name: a registered panoptic dataset.
-            output_dir: where to write ``predictions.json`` (and the prediction PNGs in
-                ``panoptic_predictions/``); None keeps them in a temporary directory only.
+            output_dir: where to write ``predictions.json``; None keeps it in the temporary
+                directory that holds the prediction PNGs during evaluation.
             num_workers: processes for :func:`pq_compute`; default: the CPU count.
         """
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -111,7 +111,11 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 continue
             pred_class = int(label) // label_divisor
             segments_info.append(
-                {"id": int(label) + 1, "category_id": pred_class, "isthing": pred_class in thing_ids}
+                {
+                    "id": int(label) + 1,
+                    "category_id": pred_class,
+                    "isthing": pred_class in thing_ids,
+                }
             )
         # Shift so that VOID (-1) becomes 0, the PNG convention.
         return panoptic_img + 1, segments_info
@@ -145,11 +149,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
         gt_json = PathManager.get_local_path(self._metadata.panoptic_json)
         gt_folder = PathManager.get_local_path(self._metadata.panoptic_root)
-        with tempfile.TemporaryDirectory(prefix="panoptic_eval") as tmp:
-            pred_dir = tmp
-            if self._output_dir is not None:
-                pred_dir = os.path.join(self._output_dir, "panoptic_predictions")
-                PathManager.mkdirs(pred_dir)
+        with tempfile.TemporaryDirectory(prefix="panoptic_eval") as pred_dir:
+            logger.info("Writing %d panoptic predictions to %s", len(predictions), pred_dir)
             annotations = []
             for p in predictions:
                 with open(os.path.join(pred_dir, p["file_name"]), "wb") as f:
@@ -158,7 +159,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             with open(gt_json, "r") as f:
                 json_data = json.load(f)
             json_data["annotations"] = annotations
-            json_dir = self._output_dir if self._output_dir is not None else tmp
+            json_dir = self._output_dir if self._output_dir is not None else pred_dir
             predictions_json = os.path.join(json_dir, "predictions.json")
             with PathManager.open(predictions_json, "w") as f:
                 f.write(json.dumps(json_data))

@@ -55,4 +55,3 @@ def build_sem_seg_evaluator(
     if raw_ade_labels:
         kwargs["sem_seg_loading_fn"] = reduce_zero_label_loading_fn(meta.get("ignore_label", 255))
     return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir, **kwargs)
-

@@ -54,9 +54,7 @@ def random_gt(rng, h, w, void=True, crowd=True):
     seeds = rng.integers(0, [h, w], size=(rng.integers(2, 5), 2))
     seed_cat = rng.choice(STUFF_IDS, size=len(seeds))
     yy, xx = np.mgrid[:h, :w]
-    nearest = np.argmin(
-        [(yy - sy) ** 2 + (xx - sx) ** 2 for sy, sx in seeds], axis=0
-    )
+    nearest = np.argmin([(yy - sy) ** 2 + (xx - sx) ** 2 for sy, sx in seeds], axis=0)
     for cat in np.unique(seed_cat):
         sid = int(next(next_id))
         labels[np.isin(nearest, np.nonzero(seed_cat == cat)[0])] = sid

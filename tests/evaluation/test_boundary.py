@@ -84,8 +84,14 @@ def test_spec_vector_false_response():
     g = np.zeros((64, 64), np.int64)
     p = np.zeros((64, 64), np.int64)
     p[27:37, 27:37] = 1
-    _check(_metrics(p, g), FErr=100 / 672, BIoU=572 / 672 / 2, BAcc=572 / 672, MErr=float("nan"),
-           DErr=float("nan"))
+    _check(
+        _metrics(p, g),
+        FErr=100 / 672,
+        BIoU=572 / 672 / 2,
+        BAcc=572 / 672,
+        MErr=float("nan"),
+        DErr=float("nan"),
+    )
 
 
 def test_spec_vector_merging():
@@ -136,6 +142,10 @@ def test_ade_raw_compat_gt_edges():
     assert compat[2, 1, 0] == plain[2, 1, 0] - 1  # the centre (class 0) drops out
 
 
+def one_hot(labels):
+    return torch.nn.functional.one_hot(torch.as_tensor(labels), 2).permute(2, 0, 1)
+
+
 def _register(tmp_path, name, gts, classes):
     dicts = []
     os.makedirs(tmp_path / name, exist_ok=True)
@@ -159,7 +169,6 @@ def test_evaluator_end_to_end(tmp_path):
     try:
         ev = BoundaryErrorEvaluator(name)
         ev.reset()
-        one_hot = lambda x: torch.nn.functional.one_hot(torch.as_tensor(x), 2).permute(2, 0, 1)
         ev.process(dicts[:1], [{"sem_seg": one_hot(p).float()}])
         ev.process(dicts[1:], [{"sem_seg": one_hot(g).float()}])
         res = ev.evaluate()["sem_seg_boundary"]
@@ -172,14 +181,25 @@ def test_evaluator_end_to_end(tmp_path):
         assert res["MErr"] == pytest.approx(100 * 3 / 32)
         assert res["MErr-fg"] == pytest.approx(100 * 3 / 16)
         assert set(k for k in res if "-" not in k) == {
-            "BIoU", "BAcc", "FErr", "MErr", "DErr", "BAcc_a", "FErr_a", "MErr_a", "DErr_a"}
+            "BIoU",
+            "BAcc",
+            "FErr",
+            "MErr",
+            "DErr",
+            "BAcc_a",
+            "FErr_a",
+            "MErr_a",
+            "DErr_a",
+        }
 
         # Panoptic source: segments painted with their category ids; VOID counts as no class.
         ev = BoundaryErrorEvaluator(name, source="panoptic")
         ev.reset()
         pan = torch.as_tensor(np.where(p == 1, 7, 3))
-        ev.process(dicts[:1], [{"panoptic_seg": (pan, [{"id": 3, "category_id": 0},
-                                                        {"id": 7, "category_id": 1}])}])
+        ev.process(
+            dicts[:1],
+            [{"panoptic_seg": (pan, [{"id": 3, "category_id": 0}, {"id": 7, "category_id": 1}])}],
+        )
         assert ev.evaluate()["sem_seg_boundary"]["BIoU"] == pytest.approx(100 * 8 / 11)
         with pytest.raises(ValueError, match="source"):
             BoundaryErrorEvaluator(name, source="instances")
@@ -188,8 +208,7 @@ def test_evaluator_end_to_end(tmp_path):
         MetadataCatalog.remove(name)
 
 
-_DIST_SCRIPT = textwrap.dedent(
-    """
+_DIST_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import torch
@@ -231,8 +250,7 @@ _DIST_SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         launch(worker, int(sys.argv[3]), dist_url="auto", args=(sys.argv[1], sys.argv[2]))
-    """
-)
+    """)
 
 
 def test_distributed_equals_single_process(registered, synth, tmp_path):
@@ -247,14 +265,32 @@ def test_distributed_equals_single_process(registered, synth, tmp_path):
         for s in pred_segs:
             c = synth.ALL_CONTIGUOUS[s["category_id"]]
             sem[pred == s["id"]] = c
-            info.append({"id": s["id"], "category_id": c,
-                         "isthing": s["category_id"] in synth.THING_CONTIGUOUS})
+            info.append(
+                {
+                    "id": s["id"],
+                    "category_id": c,
+                    "isthing": s["category_id"] in synth.THING_CONTIGUOUS,
+                }
+            )
         outputs.append({"panoptic": pred.tolist(), "segments_info": info, "sem": sem.tolist()})
-    keys = ("evaluator_type", "panoptic_json", "panoptic_root", "stuff_classes", "thing_classes",
-            "thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id",
-            "ignore_label", "label_divisor")
-    spec = {"name": "ffd2_dist", "dicts": dicts, "outputs": outputs,
-            "num_classes": len(synth.CATEGORIES), "meta": {k: meta.get(k) for k in keys}}
+    keys = (
+        "evaluator_type",
+        "panoptic_json",
+        "panoptic_root",
+        "stuff_classes",
+        "thing_classes",
+        "thing_dataset_id_to_contiguous_id",
+        "stuff_dataset_id_to_contiguous_id",
+        "ignore_label",
+        "label_divisor",
+    )
+    spec = {
+        "name": "ffd2_dist",
+        "dicts": dicts,
+        "outputs": outputs,
+        "num_classes": len(synth.CATEGORIES),
+        "meta": {k: meta.get(k) for k in keys},
+    }
     spec_file, script = str(tmp_path / "spec.json"), str(tmp_path / "dist_eval.py")
     with open(spec_file, "w") as f:
         json.dump(spec, f)
@@ -262,8 +298,13 @@ def test_distributed_equals_single_process(registered, synth, tmp_path):
         f.write(_DIST_SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out_file = str(tmp_path / "res.json")
-    proc = subprocess.run([sys.executable, script, spec_file, out_file, "2"],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, script, spec_file, out_file, "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out_file) as f:
         double = json.load(f)
@@ -273,8 +314,10 @@ def test_distributed_equals_single_process(registered, synth, tmp_path):
         ev.reset()
         for d, out in zip(dicts, outputs):
             sem = torch.nn.functional.one_hot(torch.tensor(out["sem"]), len(synth.CATEGORIES))
-            o = {"panoptic_seg": (torch.tensor(out["panoptic"]), out["segments_info"]),
-                 "sem_seg": sem.permute(2, 0, 1).float()}
+            o = {
+                "panoptic_seg": (torch.tensor(out["panoptic"]), out["segments_info"]),
+                "sem_seg": sem.permute(2, 0, 1).float(),
+            }
             ev.process([d], [o])
         single.update(json.loads(json.dumps(ev.evaluate())))
     assert set(single) == {"panoptic_seg", "sem_seg_boundary"}

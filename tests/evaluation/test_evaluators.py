@@ -51,12 +51,12 @@ def test_panoptic_evaluator_perfect_prediction(registered, synth, tmp_path):
     res = _run(evaluator, dicts, outputs)["panoptic_seg"]
     assert set(res) == {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}
     assert all(v == pytest.approx(100.0) for v in res.values())
-    # predictions.json uses dataset category ids and is written to output_dir with the PNGs.
+    # predictions.json uses dataset category ids and is written to output_dir.
     with open(tmp_path / "out" / "predictions.json") as f:
         anns = json.load(f)["annotations"]
     cats = {s["category_id"] for a in anns for s in a["segments_info"]}
     assert cats <= {c["id"] for c in synth.CATEGORIES}
-    assert os.path.isfile(tmp_path / "out" / "panoptic_predictions" / anns[0]["file_name"])
+    assert [a["file_name"] for a in anns] == [f"{d['image_id']:06d}.png" for d in dicts]
     assert PanopticEvaluator is COCOPanopticEvaluator
 
 
@@ -151,8 +151,14 @@ def test_instance_evaluator_equals_pycocotools(registered, synth):
         for m, s, c in zip(inst.pred_masks.numpy(), inst.scores.tolist(), inst.pred_classes):
             rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
-            dets.append({"image_id": d["image_id"], "category_id": reverse[int(c)],
-                         "segmentation": rle, "score": s})
+            dets.append(
+                {
+                    "image_id": d["image_id"],
+                    "category_id": reverse[int(c)],
+                    "segmentation": rle,
+                    "score": s,
+                }
+            )
     coco_gt = COCO(meta.json_file)
     coco_eval = COCOeval(coco_gt, coco_gt.loadRes(dets), "segm")
     coco_eval.evaluate()
@@ -209,8 +215,15 @@ def _register_sem_seg(tmp_path, name, labels, classes, **meta):
     for i, lab in enumerate(labels):
         path = str(tmp_path / name / f"{i}.png")
         Image.fromarray(np.asarray(lab, dtype=np.uint8)).save(path)
-        dicts.append({"file_name": f"img{i}.jpg", "sem_seg_file_name": path, "image_id": i,
-                      "height": lab.shape[0], "width": lab.shape[1]})
+        dicts.append(
+            {
+                "file_name": f"img{i}.jpg",
+                "sem_seg_file_name": path,
+                "image_id": i,
+                "height": lab.shape[0],
+                "width": lab.shape[1],
+            }
+        )
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(
         stuff_classes=classes, ignore_label=255, evaluator_type="sem_seg", **meta
@@ -251,7 +264,9 @@ def test_sem_seg_hand_worked_and_ade_raw_labels(tmp_path, sem_seg_names):
         assert res["mACC"] == pytest.approx(100 * (1 / 2 + 2 / 3) / 2)
         assert res["pACC"] == pytest.approx(60.0)
     # Without the flag the raw labels would be read as classes 0..2 (here: a mismatch).
-    assert isinstance(build_sem_seg_evaluator("ffd2_sem_raw", raw_ade_labels=False), SemSegEvaluator)
+    assert isinstance(
+        build_sem_seg_evaluator("ffd2_sem_raw", raw_ade_labels=False), SemSegEvaluator
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,10 +291,16 @@ def test_build_evaluator_dispatch(registered, tmp_path, sem_seg_names):
     name, _, _ = registered("panoptic", n_images=1)
     out = str(tmp_path / "inference")
     assert _types(build_evaluator(_cfg("PanopticFPN"), name, out)) == [
-        "COCOPanopticEvaluator", "COCOEvaluator", "SemSegEvaluator"]
+        "COCOPanopticEvaluator",
+        "COCOEvaluator",
+        "SemSegEvaluator",
+    ]
     all_on = {"SEMANTIC_ON": True, "INSTANCE_ON": True, "PANOPTIC_ON": True}
     assert _types(build_evaluator(_cfg("MaskFormer", all_on), name, out)) == [
-        "COCOPanopticEvaluator", "InstanceSegEvaluator", "SemSegEvaluator"]
+        "COCOPanopticEvaluator",
+        "InstanceSegEvaluator",
+        "SemSegEvaluator",
+    ]
     # Flags not declared: Mask2Former's defaults (semantic only).
     assert _types(build_evaluator(_cfg("MaskFormer", {}), name, out)) == ["SemSegEvaluator"]
     only_pan = {"SEMANTIC_ON": False, "INSTANCE_ON": False, "PANOPTIC_ON": True}
@@ -291,11 +312,14 @@ def test_build_evaluator_dispatch(registered, tmp_path, sem_seg_names):
     sem_seg_names.append("ffd2_sem_dispatch")
     _register_sem_seg(tmp_path, "ffd2_sem_dispatch", [np.zeros((4, 4))], ["a", "b"])
     assert _types(build_evaluator(_cfg("SemanticSegmentor"), "ffd2_sem_dispatch", out)) == [
-        "SemSegEvaluator"]
+        "SemSegEvaluator"
+    ]
     cfg = _cfg("MaskFormer", all_on)
     cfg.TEST.BOUNDARY_EVAL = True
     assert _types(build_evaluator(cfg, "ffd2_sem_dispatch", out)) == [
-        "SemSegEvaluator", "BoundaryErrorEvaluator"]
+        "SemSegEvaluator",
+        "BoundaryErrorEvaluator",
+    ]
 
     sem_seg_names.append("ffd2_coco_dispatch")
     MetadataCatalog.get("ffd2_coco_dispatch").set(
@@ -303,9 +327,11 @@ def test_build_evaluator_dispatch(registered, tmp_path, sem_seg_names):
     )
     DatasetCatalog.register("ffd2_coco_dispatch", lambda: [])
     assert _types(build_evaluator(_cfg("GeneralizedRCNN"), "ffd2_coco_dispatch", out)) == [
-        "COCOEvaluator"]
+        "COCOEvaluator"
+    ]
     assert _types(build_evaluator(_cfg("MaskFormer", all_on), "ffd2_coco_dispatch", out)) == [
-        "InstanceSegEvaluator"]
+        "InstanceSegEvaluator"
+    ]
 
     sem_seg_names.append("ffd2_unknown_dispatch")
     MetadataCatalog.get("ffd2_unknown_dispatch").set(evaluator_type="nonsense")
@@ -326,11 +352,13 @@ def test_build_evaluator_end_to_end(registered, synth, tmp_path):
         sem = np.zeros(gt.shape, dtype=np.int64)
         for s in segs:
             sem[gt == s["id"]] = synth.ALL_CONTIGUOUS[s["category_id"]]
-        outputs.append({
-            "panoptic_seg": _panoptic_output(gt, segs, synth),
-            "sem_seg": _one_hot(sem, len(synth.CATEGORIES)),
-            "instances": _instances_from(gt, segs, synth),
-        })
+        outputs.append(
+            {
+                "panoptic_seg": _panoptic_output(gt, segs, synth),
+                "sem_seg": _one_hot(sem, len(synth.CATEGORIES)),
+                "instances": _instances_from(gt, segs, synth),
+            }
+        )
     res = _run(evaluators, dicts, outputs)
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
     assert res["segm"]["AP"] == pytest.approx(100.0)

@@ -49,8 +49,12 @@ def test_hand_worked(tmp_path, synth):
     #   1 1 3 3 0 0 0 0        VOID: 8 px
     #   1 1 3 3 0 0 0 0
     gt0 = np.array(
-        [[1, 1, 2, 2, 2, 2, 4, 4], [1, 1, 2, 2, 2, 2, 4, 4], [1, 1, 3, 3, 0, 0, 0, 0],
-         [1, 1, 3, 3, 0, 0, 0, 0]]
+        [
+            [1, 1, 2, 2, 2, 2, 4, 4],
+            [1, 1, 2, 2, 2, 2, 4, 4],
+            [1, 1, 3, 3, 0, 0, 0, 0],
+            [1, 1, 3, 3, 0, 0, 0, 0],
+        ]
     )
     gt0_segs = [_seg(1, 1, 8), _seg(2, 7, 8), _seg(3, 1, 4, iscrowd=1), _seg(4, 3, 4)]
     # Prediction:
@@ -59,8 +63,12 @@ def test_hand_worked(tmp_path, synth):
     #   10 10 12 12 11 11 13 13   13: car, 6 px: 2 on GT car, 4 on VOID
     #   10 10 12 12 11 11 13 13   14: dog, 2 px on GT car
     pred0 = np.array(
-        [[10, 10, 10, 11, 11, 11, 14, 14], [10, 10, 10, 11, 11, 11, 13, 13],
-         [10, 10, 12, 12, 11, 11, 13, 13], [10, 10, 12, 12, 11, 11, 13, 13]]
+        [
+            [10, 10, 10, 11, 11, 11, 14, 14],
+            [10, 10, 10, 11, 11, 11, 13, 13],
+            [10, 10, 12, 12, 11, 11, 13, 13],
+            [10, 10, 12, 12, 11, 11, 13, 13],
+        ]
     )
     pred0_segs = [_seg(10, 1), _seg(11, 7), _seg(12, 1), _seg(13, 3), _seg(14, 5)]
     # person: 10 vs 1: inter 8, union 10 + 8 - 8 - 0 (VOID) = 10, IoU 0.8 -> TP
@@ -240,35 +248,56 @@ def test_valid_base_case(tmp_path, synth):
     "mutate, pattern",
     [
         # unknown category id in a prediction
-        (lambda g, gs, p, ps: (g, gs, p, [_seg(10, 99), _seg(11, 7)]),
-         r"image 42: predicted segment 10 has unknown category_id 99"),
+        (
+            lambda g, gs, p, ps: (g, gs, p, [_seg(10, 99), _seg(11, 7)]),
+            r"image 42: predicted segment 10 has unknown category_id 99",
+        ),
         # unknown category id in the GT
-        (lambda g, gs, p, ps: (g, [_seg(1, 98, 4), _seg(2, 7, 2)], p, ps),
-         r"image 42: ground-truth segment 1 has unknown category_id 98"),
+        (
+            lambda g, gs, p, ps: (g, [_seg(1, 98, 4), _seg(2, 7, 2)], p, ps),
+            r"image 42: ground-truth segment 1 has unknown category_id 98",
+        ),
         # duplicate segment id in the prediction JSON
-        (lambda g, gs, p, ps: (g, gs, p, ps + [_seg(11, 1)]),
-         r"image 42: duplicate predicted segment id 11"),
+        (
+            lambda g, gs, p, ps: (g, gs, p, ps + [_seg(11, 1)]),
+            r"image 42: duplicate predicted segment id 11",
+        ),
         # duplicate segment id in the GT JSON
-        (lambda g, gs, p, ps: (g, gs + [_seg(2, 7, 2)], p, ps),
-         r"image 42: duplicate ground-truth segment id 2"),
+        (
+            lambda g, gs, p, ps: (g, gs + [_seg(2, 7, 2)], p, ps),
+            r"image 42: duplicate ground-truth segment id 2",
+        ),
         # predicted segment listed in the JSON but absent from the PNG
-        (lambda g, gs, p, ps: (g, gs, p, ps + [_seg(12, 9)]),
-         r"image 42: predicted segment id\(s\) \[12\] are in the JSON .* no pixels"),
+        (
+            lambda g, gs, p, ps: (g, gs, p, ps + [_seg(12, 9)]),
+            r"image 42: predicted segment id\(s\) \[12\] are in the JSON .* no pixels",
+        ),
         # GT segment listed in the JSON but absent from the PNG
-        (lambda g, gs, p, ps: (g, gs + [_seg(3, 9, 5)], p, ps),
-         r"image 42: ground-truth segment id\(s\) \[3\] are in the JSON"),
+        (
+            lambda g, gs, p, ps: (g, gs + [_seg(3, 9, 5)], p, ps),
+            r"image 42: ground-truth segment id\(s\) \[3\] are in the JSON",
+        ),
         # predicted PNG holds an id that the JSON does not list
-        (lambda g, gs, p, ps: (g, gs, np.where(p == 11, 13, p), ps[:1] + [_seg(11, 7)]),
-         r"image 42: predicted segment id\(s\) \[13\] appear in .* but not in the JSON"),
+        (
+            lambda g, gs, p, ps: (g, gs, np.where(p == 11, 13, p), ps[:1] + [_seg(11, 7)]),
+            r"image 42: predicted segment id\(s\) \[13\] appear in .* but not in the JSON",
+        ),
         # GT PNG holds an id that the JSON does not list
-        (lambda g, gs, p, ps: (np.where(g == 2, 5, g), gs, p, ps),
-         r"image 42: ground-truth segment id\(s\) \[5\] appear in"),
+        (
+            lambda g, gs, p, ps: (np.where(g == 2, 5, g), gs, p, ps),
+            r"image 42: ground-truth segment id\(s\) \[5\] appear in",
+        ),
         # PNG sizes differ
-        (lambda g, gs, p, ps: (g, gs, p[:, :2], ps[:1]),
-         r"image 42: predicted PNG .* has size \(2, 2\) \(W, H\) but the ground truth .* \(3, 2\)"),
+        (
+            lambda g, gs, p, ps: (g, gs, p[:, :2], ps[:1]),
+            r"image 42: predicted PNG .* has size \(2, 2\) \(W, H\) "
+            r"but the ground truth .* \(3, 2\)",
+        ),
         # segment id 0 is VOID
-        (lambda g, gs, p, ps: (g, gs, np.where(p == 11, 0, p), ps[:1] + [_seg(0, 7)]),
-         r"image 42: predicted segment id 0 is reserved for VOID"),
+        (
+            lambda g, gs, p, ps: (g, gs, np.where(p == 11, 0, p), ps[:1] + [_seg(0, 7)]),
+            r"image 42: predicted segment id 0 is reserved for VOID",
+        ),
     ],
 )
 def test_rejects_malformed(tmp_path, synth, mutate, pattern):
@@ -317,8 +346,21 @@ def test_error_raised_from_worker_process(tmp_path, synth):
 def test_cli(random_panoptic_set, capsys, tmp_path):
     gt_json, pred_json, _, _ = random_panoptic_set(4, 4)
     out_json = str(tmp_path / "res.json")
-    assert pq_main(["--gt-json", gt_json, "--pred-json", pred_json, "--num-workers", "1",
-                    "--json-out", out_json]) == 0
+    assert (
+        pq_main(
+            [
+                "--gt-json",
+                gt_json,
+                "--pred-json",
+                pred_json,
+                "--num-workers",
+                "1",
+                "--json-out",
+                out_json,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     res = pq_compute(gt_json, pred_json, num_workers=1)
     assert "{:5.1f}".format(100 * res["All"]["pq"]) in printed.splitlines()[2]
@@ -332,10 +374,25 @@ def test_cli_module_entry_point(random_panoptic_set):
     root = os.path.dirname(gt_json)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
-        [sys.executable, "-m", "freqfusion_d2.evaluation.panoptic", "--gt-json", gt_json,
-         "--pred-json", pred_json, "--gt-folder", os.path.join(root, "gt"), "--pred-folder",
-         os.path.join(root, "pred"), "--num-workers", "1"],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "freqfusion_d2.evaluation.panoptic",
+            "--gt-json",
+            gt_json,
+            "--pred-json",
+            pred_json,
+            "--gt-folder",
+            os.path.join(root, "gt"),
+            "--pred-folder",
+            os.path.join(root, "pred"),
+            "--num-workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

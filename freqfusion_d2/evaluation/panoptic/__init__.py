@@ -38,8 +38,6 @@ __all__ = ["pq_compute", "rgb2id", "id2rgb", "format_pq_table", "PQStat", "VOID"
 logger = logging.getLogger(__name__)
 
 VOID = 0
-# Above this many (GT segment, predicted segment) pairs the confusion matrix is built sparsely.
-_DENSE_PAIR_LIMIT = 1 << 20
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -53,7 +51,9 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
     """
     color = np.asarray(color)
     if color.ndim != 3 or color.shape[2] not in (3, 4):
-        raise ValueError(f"color: expected an (H, W, 3) or (H, W, 4) array, got shape {color.shape}")
+        raise ValueError(
+            f"color: expected an (H, W, 3) or (H, W, 4) array, got shape {color.shape}"
+        )
     color = color[..., :3].astype(np.uint32)
     return color[..., 0] + (color[..., 1] << 8) + (color[..., 2] << 16)
 
@@ -188,23 +188,14 @@ def _check_ids(
         )
 
 
-def _pair_counts(gt_map: np.ndarray, pred_map: np.ndarray):
+def _pair_counts(gt_map: np.ndarray, pred_map: np.ndarray) -> Dict[Tuple[int, int], int]:
     """Pixel counts of every (gt id, pred id) pair present in the image."""
-    gt_ids, gt_inv = np.unique(gt_map, return_inverse=True)
-    pred_ids, pred_inv = np.unique(pred_map, return_inverse=True)
-    gt_inv = gt_inv.reshape(-1).astype(np.int64)
-    pred_inv = pred_inv.reshape(-1).astype(np.int64)
-    n_pairs = len(gt_ids) * len(pred_ids)
-    if n_pairs <= _DENSE_PAIR_LIMIT:
-        joint = np.bincount(gt_inv * len(pred_ids) + pred_inv, minlength=n_pairs)
-        gi, pi = np.nonzero(joint.reshape(len(gt_ids), len(pred_ids)))
-        counts = joint.reshape(len(gt_ids), len(pred_ids))[gi, pi]
-    else:
-        keys, counts = np.unique(gt_inv * len(pred_ids) + pred_inv, return_counts=True)
-        gi, pi = keys // len(pred_ids), keys % len(pred_ids)
-    return {
-        (int(g), int(p)): int(c) for g, p, c in zip(gt_ids[gi], pred_ids[pi], counts)
-    }
+    # Ids are below 2**24, so one 48-bit key per pixel and a single sort find all pairs.
+    key = (gt_map.astype(np.uint64) << np.uint64(24)) | pred_map.astype(np.uint64)
+    keys, counts = np.unique(key.reshape(-1), return_counts=True)
+    gt_ids = (keys >> np.uint64(24)).tolist()
+    pred_ids = (keys & np.uint64(0xFFFFFF)).tolist()
+    return {(g, p): c for g, p, c in zip(gt_ids, pred_ids, counts.tolist())}
 
 
 def pq_single_image(
@@ -431,7 +422,8 @@ def pq_compute(
         if name == "All":
             results["per_class"] = per_class
     logger.info(
-        "Panoptic evaluation done in %.2f s:\n%s", time.perf_counter() - start,
+        "Panoptic evaluation done in %.2f s:\n%s",
+        time.perf_counter() - start,
         format_pq_table(results),
     )
     return results
