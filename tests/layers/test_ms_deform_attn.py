@@ -241,6 +241,9 @@ def test_compiled_op_checks_inputs_itself():
         _compiled(value, spatial, starts, loc.float(), weights)
     with pytest.raises(RuntimeError, match="does not fit"):
         _compiled(value, torch.tensor([[4, 4]]), starts, loc, weights)
+    value2, spatial2, _, loc2, weights2 = _inputs(1, 3, 2, 4, [(2, 2), (2, 2)], 2)
+    with pytest.raises(RuntimeError, match="overlap"):
+        _compiled(value2, spatial2, torch.tensor([0, 2]), loc2, weights2)
 
 
 def test_meta_tensors_trace_shapes():

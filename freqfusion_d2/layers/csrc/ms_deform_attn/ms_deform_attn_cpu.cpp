@@ -1,9 +1,10 @@
 // CPU kernels of multi-scale deformable attention.
 //
 // Forward: one task per (n, q) query, writing its M * D outputs once. Backward: one task per
-// (n, m) batch element and head; it owns the value-gradient slice grad_value[n, :, m, :] (kept in
-// a private float/double buffer) and the location / weight gradients of its samples, so there
-// are no atomics and the result is bitwise repeatable for any number of threads.
+// (n, m, l) batch element, head and level; it owns the value-gradient rows of its level and head
+// (accumulated in a private float/double buffer) and the location / weight gradients of its
+// samples, so there are no atomics and the result is bitwise repeatable for any number of
+// threads.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "ms_deform_attn/ms_deform_attn.h"
@@ -42,6 +44,16 @@ Levels read_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_sta
                     lv.start[l] + lv.H[l] * lv.W[l] <= S,
                 "ms_deform_attn: level ", l, " of shape (", lv.H[l], ", ", lv.W[l],
                 ") starting at row ", lv.start[l], " does not fit in the ", S, " rows of value");
+  }
+  // The backward gives each level its own rows of grad_value, so levels must not overlap.
+  std::vector<int64_t> order(L);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return lv.start[a] < lv.start[b]; });
+  for (int64_t i = 1; i < L; ++i) {
+    const int64_t prev = order[i - 1];
+    TORCH_CHECK(lv.start[prev] + lv.H[prev] * lv.W[prev] <= lv.start[order[i]],
+                "ms_deform_attn: levels ", prev, " and ", order[i], " overlap in value");
   }
   return lv;
 }
@@ -90,6 +102,32 @@ inline void bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc
   }
 }
 
+// gv[j] += w * go[j] for j < D, and returns <go, v>. The dot product is summed in kLanes
+// independent partial sums so that the compiler can vectorise it; the order is fixed, so the
+// result does not depend on threading.
+template <typename acc_t, typename scalar_t>
+inline acc_t dot_and_axpy(const acc_t* __restrict__ go, const scalar_t* __restrict__ v,
+                          acc_t* __restrict__ gv, acc_t w, int64_t D) {
+  constexpr int64_t kLanes = 8;
+  acc_t lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= D; j += kLanes) {
+    for (int64_t t = 0; t < kLanes; ++t) {
+      lanes[t] += go[j + t] * static_cast<acc_t>(v[j + t]);
+      gv[j + t] += w * go[j + t];
+    }
+  }
+  acc_t dot = 0;
+  for (; j < D; ++j) {
+    dot += go[j] * static_cast<acc_t>(v[j]);
+    gv[j] += w * go[j];
+  }
+  for (int64_t t = 0; t < kLanes; ++t) {
+    dot += lanes[t];
+  }
+  return dot;
+}
+
 template <typename scalar_t>
 void forward_kernel(const MSDeformAttnDims& d, const Levels& lv, const scalar_t* value,
                     const scalar_t* loc, const scalar_t* attn, scalar_t* out) {
@@ -132,70 +170,67 @@ void forward_kernel(const MSDeformAttnDims& d, const Levels& lv, const scalar_t*
   });
 }
 
+// One task per (n, m, l): level l owns the rows [start_l, start_l + H_l * W_l) of
+// grad_value[n, :, m, :] (levels do not overlap, see read_levels) and the gradients of the
+// samples (n, :, m, l, :). Every task has the same Lq * P samples to process.
 template <typename scalar_t>
 void backward_kernel(const MSDeformAttnDims& d, const Levels& lv, const scalar_t* grad_out,
                      const scalar_t* value, const scalar_t* loc, const scalar_t* attn,
                      scalar_t* grad_value, scalar_t* grad_loc, scalar_t* grad_attn) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t row_stride = d.M * d.D;
-  at::parallel_for(0, d.N * d.M, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> gv(d.S * d.D);  // grad_value[n, :, m, :] of this task, contiguous
+  int64_t max_rows = 0;
+  for (int64_t l = 0; l < d.L; ++l) {
+    max_rows = std::max(max_rows, lv.H[l] * lv.W[l]);
+  }
+  at::parallel_for(0, d.N * d.M * d.L, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> gv(max_rows * d.D);  // this task's rows of grad_value, contiguous
     std::vector<acc_t> go(d.D);
     Corners<acc_t> c;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / d.M;
-      const int64_t m = task % d.M;
-      std::fill(gv.begin(), gv.end(), acc_t(0));
-      const scalar_t* vhead = value + n * d.S * row_stride + m * d.D;
+      const int64_t l = task % d.L;
+      const int64_t m = (task / d.L) % d.M;
+      const int64_t n = task / (d.L * d.M);
+      const int64_t rows = lv.H[l] * lv.W[l];
+      std::fill(gv.begin(), gv.begin() + rows * d.D, acc_t(0));
+      const scalar_t* vlevel = value + (n * d.S + lv.start[l]) * row_stride + m * d.D;
       for (int64_t q = 0; q < d.Lq; ++q) {
         const int64_t nqm = (n * d.Lq + q) * d.M + m;
         const scalar_t* gorow = grad_out + nqm * d.D;
         for (int64_t j = 0; j < d.D; ++j) {
           go[j] = static_cast<acc_t>(gorow[j]);
         }
-        for (int64_t l = 0; l < d.L; ++l) {
-          const scalar_t* vlevel = vhead + lv.start[l] * row_stride;
-          acc_t* gvlevel = gv.data() + lv.start[l] * d.D;
-          for (int64_t p = 0; p < d.P; ++p) {
-            const int64_t idx = (nqm * d.L + l) * d.P + p;
-            bilinear_corners(static_cast<acc_t>(loc[2 * idx]),
-                             static_cast<acc_t>(loc[2 * idx + 1]), lv.H[l], lv.W[l], &c);
-            if (!c.any) {
-              grad_attn[idx] = scalar_t(0);
-              grad_loc[2 * idx] = scalar_t(0);
-              grad_loc[2 * idx + 1] = scalar_t(0);
-              continue;
-            }
-            const acc_t a = static_cast<acc_t>(attn[idx]);
-            // dots[k] = <grad_out row, value at neighbour k>, 0 for neighbours outside.
-            acc_t dots[4] = {0, 0, 0, 0};
-            for (int k = 0; k < 4; ++k) {
-              if (!c.valid[k]) continue;
-              const scalar_t* __restrict__ vrow = vlevel + c.row[k] * row_stride;
-              acc_t* __restrict__ gvrow = gvlevel + c.row[k] * d.D;
-              const acc_t* __restrict__ gop = go.data();
-              const acc_t w = a * c.weight[k];
-              acc_t dot = 0;
-              for (int64_t j = 0; j < d.D; ++j) {
-                dot += gop[j] * static_cast<acc_t>(vrow[j]);
-                gvrow[j] += w * gop[j];
-              }
-              dots[k] = dot;
-            }
-            grad_attn[idx] = static_cast<scalar_t>(c.weight[0] * dots[0] + c.weight[1] * dots[1] +
-                                                   c.weight[2] * dots[2] + c.weight[3] * dots[3]);
-            // d sample / d u and d / d v of the bilinear blend; u = x * W - 0.5, v = y * H - 0.5.
-            const acc_t du = (acc_t(1) - c.fy) * (dots[1] - dots[0]) + c.fy * (dots[3] - dots[2]);
-            const acc_t dv = (acc_t(1) - c.fx) * (dots[2] - dots[0]) + c.fx * (dots[3] - dots[1]);
-            grad_loc[2 * idx] = static_cast<scalar_t>(a * du * static_cast<acc_t>(lv.W[l]));
-            grad_loc[2 * idx + 1] = static_cast<scalar_t>(a * dv * static_cast<acc_t>(lv.H[l]));
+        for (int64_t p = 0; p < d.P; ++p) {
+          const int64_t idx = (nqm * d.L + l) * d.P + p;
+          bilinear_corners(static_cast<acc_t>(loc[2 * idx]), static_cast<acc_t>(loc[2 * idx + 1]),
+                           lv.H[l], lv.W[l], &c);
+          if (!c.any) {
+            grad_attn[idx] = scalar_t(0);
+            grad_loc[2 * idx] = scalar_t(0);
+            grad_loc[2 * idx + 1] = scalar_t(0);
+            continue;
           }
+          const acc_t a = static_cast<acc_t>(attn[idx]);
+          // dots[k] = <grad_out row, value at neighbour k>, 0 for neighbours outside.
+          acc_t dots[4] = {0, 0, 0, 0};
+          for (int k = 0; k < 4; ++k) {
+            if (!c.valid[k]) continue;
+            dots[k] = dot_and_axpy(go.data(), vlevel + c.row[k] * row_stride,
+                                   gv.data() + c.row[k] * d.D, a * c.weight[k], d.D);
+          }
+          grad_attn[idx] = static_cast<scalar_t>(c.weight[0] * dots[0] + c.weight[1] * dots[1] +
+                                                 c.weight[2] * dots[2] + c.weight[3] * dots[3]);
+          // d sample / d u and d / d v of the bilinear blend; u = x * W - 0.5, v = y * H - 0.5.
+          const acc_t du = (acc_t(1) - c.fy) * (dots[1] - dots[0]) + c.fy * (dots[3] - dots[2]);
+          const acc_t dv = (acc_t(1) - c.fx) * (dots[2] - dots[0]) + c.fx * (dots[3] - dots[1]);
+          grad_loc[2 * idx] = static_cast<scalar_t>(a * du * static_cast<acc_t>(lv.W[l]));
+          grad_loc[2 * idx + 1] = static_cast<scalar_t>(a * dv * static_cast<acc_t>(lv.H[l]));
         }
       }
-      scalar_t* ghead = grad_value + n * d.S * row_stride + m * d.D;
-      for (int64_t s = 0; s < d.S; ++s) {
+      scalar_t* glevel = grad_value + (n * d.S + lv.start[l]) * row_stride + m * d.D;
+      for (int64_t r = 0; r < rows; ++r) {
         for (int64_t j = 0; j < d.D; ++j) {
-          ghead[s * row_stride + j] = static_cast<scalar_t>(gv[s * d.D + j]);
+          glevel[r * row_stride + j] = static_cast<scalar_t>(gv[r * d.D + j]);
         }
       }
     }
