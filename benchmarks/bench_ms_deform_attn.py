@@ -8,6 +8,7 @@ one query per value (Lq = S = 5376). Prints a markdown table of median times.
 Example:
     PYTHONPATH=$PWD python benchmarks/bench_ms_deform_attn.py --batch 1 2 --threads 2
 """
+
 import argparse
 import statistics
 import time
@@ -19,8 +20,7 @@ from freqfusion_d2.layers._ext import get_extension, has_kernel_for
 from freqfusion_d2.layers.ms_deform_attn import _MSDeformAttnFunction
 
 
-def make_inputs(batch, image_size, strides, heads, channels, points, spread, dtype, device,
-                seed=0):
+def make_inputs(batch, image_size, strides, heads, channels, points, spread, dtype, device, seed=0):
     """Inputs shaped like one deformable-encoder layer.
 
     As in the encoder, every position of every level is a query whose reference point is its own
@@ -48,8 +48,13 @@ def make_inputs(batch, image_size, strides, heads, channels, points, spread, dty
     weights = torch.rand(batch, total, heads, levels * points, generator=gen).softmax(-1)
     weights = weights.view(batch, total, heads, levels, points)
     cast = dict(device=device, dtype=dtype)
-    return (value.to(**cast), spatial.to(device), starts.to(device), loc.to(**cast),
-            weights.to(**cast))
+    return (
+        value.to(**cast),
+        spatial.to(device),
+        starts.to(device),
+        loc.to(**cast),
+        weights.to(**cast),
+    )
 
 
 def compiled(value, spatial, starts, loc, weights):
@@ -136,8 +141,17 @@ def main():
     print("| N | S = Lq | pass | reference (ms) | compiled (ms) | speed-up |")
     print("|---|---|---|---|---|---|")
     for batch in args.batch:
-        inputs = make_inputs(batch, args.image_size, args.strides, args.heads, args.channels,
-                             args.points, args.spread, dtype, device)
+        inputs = make_inputs(
+            batch,
+            args.image_size,
+            args.strides,
+            args.heads,
+            args.channels,
+            args.points,
+            args.spread,
+            dtype,
+            device,
+        )
         ref = bench(ms_deform_attn_ref, inputs, device, args.repeats, clock)
         fast = bench(compiled, inputs, device, args.repeats, clock)
         total = inputs[0].shape[1]

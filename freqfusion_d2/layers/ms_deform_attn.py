@@ -1,4 +1,4 @@
-"""Multi-scale deformable attention (Deformable DETR, Zhu et al., ICLR 2021), as used by Mask2Former.
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al., ICLR 2021) for Mask2Former.
 
 ``ms_deform_attn`` runs the compiled kernels of ``freqfusion_d2._C`` (CPU, and CUDA when built) and
 falls back to ``ms_deform_attn_ref`` when they are missing. Both compute, for every batch element
@@ -21,6 +21,7 @@ Determinism: the CPU backward has no atomics and is bitwise repeatable for any n
 The CUDA backward scatters into the value gradient with atomic adds, so its ``grad_value`` can
 differ in the last bits from run to run.
 """
+
 import math
 from typing import Optional
 
@@ -49,7 +50,9 @@ def _check_args(
     )
     for name, t in tensors:
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"ms_deform_attn: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(
+                f"ms_deform_attn: {name} must be a torch.Tensor, got {type(t).__name__}"
+            )
         if t.device != value.device:
             raise ValueError(
                 f"ms_deform_attn: {name} must be on the device of value ({value.device}), "
@@ -58,7 +61,8 @@ def _check_args(
     for name, t in tensors[0:1] + tensors[3:]:
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(
-                f"ms_deform_attn: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}"
+                f"ms_deform_attn: {name} must be float16, bfloat16, float32 or float64, "
+                f"got {t.dtype}"
             )
     for name, t in tensors[1:3]:
         if t.dtype != torch.int64:
@@ -153,7 +157,7 @@ def ms_deform_attn_ref(
     samples = []
     for level, ((h, w), start) in enumerate(zip(shapes, starts)):
         # (N, H*W, M, D) -> (N*M, D, H, W)
-        value_l = value[:, start : start + h * w].permute(0, 2, 3, 1).reshape(n * m, d, h, w)
+        value_l = value.narrow(1, start, h * w).permute(0, 2, 3, 1).reshape(n * m, d, h, w)
         sampled = F.grid_sample(
             value_l,
             grids[:, :, level],
@@ -171,18 +175,28 @@ def ms_deform_attn_ref(
 class _MSDeformAttnFunction(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, value, value_spatial_shapes, value_level_start_index, sampling_locations,
+        ctx,
+        value,
+        value_spatial_shapes,
+        value_level_start_index,
+        sampling_locations,
         attention_weights,
     ):
         value = value.contiguous()
         sampling_locations = sampling_locations.contiguous()
         attention_weights = attention_weights.contiguous()
         ctx.save_for_backward(
-            value, value_spatial_shapes, value_level_start_index, sampling_locations,
+            value,
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations,
             attention_weights,
         )
         return torch.ops.freqfusion_d2.ms_deform_attn_forward(
-            value, value_spatial_shapes, value_level_start_index, sampling_locations,
+            value,
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations,
             attention_weights,
         )
 
@@ -239,7 +253,10 @@ def ms_deform_attn(
     )
     if not _has_compiled_op(value.device):
         return ms_deform_attn_ref(
-            value, value_spatial_shapes, value_level_start_index, sampling_locations,
+            value,
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations,
             attention_weights,
         )
     return _MSDeformAttnFunction.apply(
@@ -398,7 +415,11 @@ class MSDeformAttn(nn.Module):
                 + offsets / points * reference_points[:, :, None, :, None, 2:] * 0.5
             )
         output = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights,
+            value,
+            input_spatial_shapes,
+            input_level_start_index,
+            locations,
+            weights,
             self.im2col_step,
         )
         return self.output_proj(output)
@@ -424,7 +445,11 @@ def _register_fake_kernels() -> None:
 
     @torch.library.register_fake("freqfusion_d2::ms_deform_attn_backward")
     def _(
-        grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
         attention_weights,
     ):
         return (

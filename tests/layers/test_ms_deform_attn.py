@@ -1,4 +1,5 @@
 """MSDeformAttn: compiled op against the pure-PyTorch reference, gradients, bad inputs, module."""
+
 import itertools
 import math
 
@@ -33,8 +34,13 @@ def _inputs(n, lq, m, d, shapes, p, dtype=torch.float64, device="cpu", seed=0, s
     loc = loc * (1 + 2 * spread) - spread
     weights = torch.rand(n, lq, m, num_levels, p, generator=gen, dtype=torch.float64)
     cast = dict(device=device, dtype=dtype)
-    return (value.to(**cast), spatial.to(device), starts.to(device), loc.to(**cast),
-            weights.to(**cast))
+    return (
+        value.to(**cast),
+        spatial.to(device),
+        starts.to(device),
+        loc.to(**cast),
+        weights.to(**cast),
+    )
 
 
 def _loop_ms_deform_attn(value, spatial, starts, loc, weights):
@@ -42,8 +48,9 @@ def _loop_ms_deform_attn(value, spatial, starts, loc, weights):
     n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = loc.shape
     out = torch.zeros(n, lq, m, d, dtype=value.dtype)
-    for b, q, h, lvl, pt in itertools.product(range(n), range(lq), range(m), range(num_levels),
-                                             range(p)):
+    for b, q, h, lvl, pt in itertools.product(
+        range(n), range(lq), range(m), range(num_levels), range(p)
+    ):
         height, width = spatial[lvl].tolist()
         u = loc[b, q, h, lvl, pt, 0].item() * width - 0.5
         v = loc[b, q, h, lvl, pt, 1].item() * height - 0.5
@@ -201,8 +208,13 @@ def test_empty_queries():
 
 def _bad(**changes):
     value, spatial, starts, loc, weights = _inputs(1, 3, 2, 4, [(3, 4), (2, 2)], 2)
-    args = dict(value=value, value_spatial_shapes=spatial, value_level_start_index=starts,
-                sampling_locations=loc, attention_weights=weights)
+    args = dict(
+        value=value,
+        value_spatial_shapes=spatial,
+        value_level_start_index=starts,
+        sampling_locations=loc,
+        attention_weights=weights,
+    )
     args.update(changes)
     return args
 
