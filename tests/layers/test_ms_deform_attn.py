@@ -80,7 +80,9 @@ def test_extension_has_the_op():
     assert hasattr(torch.ops.freqfusion_d2, "ms_deform_attn_backward")
 
 
-@pytest.mark.parametrize("case", SHAPES[:3])
+@pytest.mark.parametrize(
+    "case", [(1, 3, 2, 3, [(5, 3), (3, 1), (1, 7)], 2), (2, 2, 1, 2, [(3, 5), (1, 1)], 3)]
+)
 def test_reference_matches_definition(case):
     n, lq, m, d, shapes, p = case
     args = _inputs(n, lq, m, d, shapes, p)
