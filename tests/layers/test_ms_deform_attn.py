@@ -272,6 +272,20 @@ def test_meta_tensors_trace_shapes():
     assert out.shape == (2, 5, 32) and out.device.type == "meta"
 
 
+def test_fake_kernels_agree_with_the_compiled_op():
+    value, spatial, starts, loc, weights = _inputs(1, 3, 2, 4, [(3, 4), (2, 2)], 2)
+    grad = torch.randn(1, 3, 8, dtype=torch.float64)
+    checks = ("test_schema", "test_faketensor")
+    ops = torch.ops.freqfusion_d2
+    cases = [
+        (ops.ms_deform_attn_forward.default, (value, spatial, starts, loc, weights)),
+        (ops.ms_deform_attn_backward.default, (grad, value, spatial, starts, loc, weights)),
+    ]
+    for op, args in cases:
+        results = torch.library.opcheck(op, args, test_utils=checks)
+        assert all(r == "SUCCESS" for r in results.values()), results
+
+
 def test_module_parameters_match_upstream():
     module = MSDeformAttn(d_model=256, n_levels=3, n_heads=8, n_points=4)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
