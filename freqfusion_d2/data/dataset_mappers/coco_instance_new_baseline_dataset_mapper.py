@@ -13,7 +13,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_lsj_augmentation
-from .utils import image_to_tensor, masks_to_instances, segmentation_to_mask
+from .utils import image_to_tensor, masks_to_instances, transformed_instance_masks
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
 
@@ -53,6 +53,7 @@ class COCOInstanceNewBaselineDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
         utils.check_image_size(dataset_dict, image)
+        original_shape = image.shape[:2]
         image, transforms = T.apply_transform_gens(self.tfm_gens, image)
         image_shape = image.shape[:2]
         dataset_dict["image"] = image_to_tensor(image)
@@ -62,21 +63,12 @@ class COCOInstanceNewBaselineDatasetMapper:
             return dataset_dict
 
         if "annotations" in dataset_dict:
-            for obj in dataset_dict["annotations"]:
-                # Keypoints are not used, and flipping them would need flip indices.
-                obj.pop("keypoints", None)
-            annos = [
-                utils.transform_instance_annotations(obj, transforms, image_shape)
-                for obj in dataset_dict.pop("annotations")
-                if obj.get("iscrowd", 0) == 0
-            ]
-            classes, masks = [], []
-            for obj in annos:
-                mask = segmentation_to_mask(obj["segmentation"], *image_shape)
-                if mask.any():
-                    classes.append(int(obj["category_id"]))
-                    masks.append(mask)
+            classes, masks = transformed_instance_masks(
+                dataset_dict.pop("annotations"), transforms, *original_shape
+            )
+            # Instances the crop removed entirely are dropped.
+            keep = [i for i, mask in enumerate(masks) if mask.any()]
             dataset_dict["instances"] = masks_to_instances(
-                image_shape, classes, masks, with_boxes=True
+                image_shape, [classes[i] for i in keep], [masks[i] for i in keep], with_boxes=True
             )
         return dataset_dict

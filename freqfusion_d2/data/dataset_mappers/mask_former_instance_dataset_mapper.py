@@ -14,7 +14,12 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_instance_augmentation
-from .utils import image_to_tensor, masks_to_instances, pad_bottom_right, segmentation_to_mask
+from .utils import (
+    image_to_tensor,
+    masks_to_instances,
+    pad_bottom_right,
+    transformed_instance_masks,
+)
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
@@ -71,20 +76,14 @@ class MaskFormerInstanceDatasetMapper:
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = T.AugmentationList(self.tfm_gens)(aug_input)
-        image_shape = aug_input.image.shape[:2]
 
         if "annotations" not in dataset_dict:
             raise ValueError(
                 f"dataset_dict: no 'annotations' for image {dataset_dict['file_name']}"
             )
-        classes, masks = [], []
-        for obj in dataset_dict.pop("annotations"):
-            if obj.get("iscrowd", 0) != 0:
-                continue
-            obj.pop("keypoints", None)
-            obj = utils.transform_instance_annotations(obj, transforms, image_shape)
-            classes.append(int(obj["category_id"]))
-            masks.append(segmentation_to_mask(obj["segmentation"], *image_shape))
+        classes, masks = transformed_instance_masks(
+            dataset_dict.pop("annotations"), transforms, image.shape[0], image.shape[1]
+        )
 
         image = image_to_tensor(aug_input.image)
         if self.size_divisibility > 0:

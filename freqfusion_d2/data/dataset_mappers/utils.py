@@ -14,6 +14,7 @@ __all__ = [
     "pad_bottom_right",
     "masks_to_instances",
     "segmentation_to_mask",
+    "transformed_instance_masks",
 ]
 
 
@@ -81,3 +82,23 @@ def segmentation_to_mask(segm, height: int, width: int) -> np.ndarray:
     raise ValueError(
         f"segmentation: expected polygons (list), a COCO RLE (dict) or a 2-D array, got {type(segm)}"
     )
+
+
+def transformed_instance_masks(
+    annotations: List[dict], transforms, height: int, width: int
+) -> Tuple[List[int], List[np.ndarray]]:
+    """Classes and augmented bool masks of the non-crowd instance annotations.
+
+    Each segmentation is rasterized at the original ``height`` x ``width`` and then goes through
+    ``transforms.apply_segmentation`` (nearest resize, crop, flip, ...). Rasterizing first avoids
+    the polygon clipping of crop transforms, which would need ``shapely``. Pixels a transform
+    pads are not part of the mask (segmentation padding is 255, not 1).
+    """
+    classes, masks = [], []
+    for obj in annotations:
+        if obj.get("iscrowd", 0) != 0:
+            continue
+        mask = segmentation_to_mask(obj["segmentation"], height, width).astype(np.uint8)
+        classes.append(int(obj["category_id"]))
+        masks.append(transforms.apply_segmentation(mask) == 1)
+    return classes, masks
