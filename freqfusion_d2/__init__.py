@@ -4,3 +4,6 @@
 """
 
 __version__ = "0.1.0"
+
+from .config_maskformer2 import add_maskformer2_config  # noqa: E402
+from . import modeling  # noqa: E402,F401  (registers the models)
