@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Semantic label PNGs with all 133 COCO panoptic classes, for ``coco_2017_*_panoptic_with_sem_seg``.
+"""Semantic PNGs with all 133 COCO panoptic classes for ``coco_2017_*_panoptic_with_sem_seg``.
 
 Reads ``$DETECTRON2_DATASETS/coco/annotations/panoptic_{split}2017.json`` and the PNGs in
 ``coco/panoptic_{split}2017`` and writes ``coco/panoptic_semseg_{split}2017/<same name>.png``:

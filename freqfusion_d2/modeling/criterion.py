@@ -115,7 +115,8 @@ class SetCriterion(nn.Module):
             raise ValueError(f"oversample_ratio: expected >= 1, got {oversample_ratio}")
         if not 0 <= importance_sample_ratio <= 1:
             raise ValueError(
-                f"importance_sample_ratio: expected a value in [0, 1], got {importance_sample_ratio}"
+                "importance_sample_ratio: expected a value in [0, 1], "
+                f"got {importance_sample_ratio}"
             )
         self.num_classes = num_classes
         self.matcher = matcher

@@ -29,7 +29,8 @@ def batch_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.
         targets: (N, P) target values in [0, 1] at the same points (soft at mask edges).
 
     Returns:
-        (Q, N) tensor; entry [q, j] is the mean over points of BCE-with-logits(inputs[q], targets[j]).
+        (Q, N) tensor; entry [q, j] is the mean over points of
+        BCE-with-logits(inputs[q], targets[j]).
     """
     num_points = inputs.shape[1]
     # BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0) is linear in t, so all pairs come from two

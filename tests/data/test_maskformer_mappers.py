@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetMapper, MetadataCatalog
 from PIL import Image
 
+from freqfusion_d2 import add_maskformer2_config
 from freqfusion_d2.data.dataset_mappers import (
-    MASKFORMER_MAPPERS,
+    DATASET_MAPPER_REGISTRY,
+    MAPPER_NAME_ALIASES,
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
     MaskFormerInstanceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
-    build_maskformer_mapper,
+    build_train_mapper,
 )
 from freqfusion_d2.data.dataset_mappers.utils import rgb2id
 
@@ -23,17 +25,15 @@ TRAIN_SET = "freqfusion_d2_test_mappers_train"
 
 
 def _cfg(mapper_name):
-    """detectron2 defaults plus the Mask2Former data keys the mappers read (upstream names)."""
+    """detectron2 defaults plus the Mask2Former keys, small sizes and deterministic choices."""
     cfg = get_cfg()
+    add_maskformer2_config(cfg)
     cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
-    cfg.INPUT.COLOR_AUG_SSD = False
-    cfg.INPUT.SIZE_DIVISIBILITY = -1
     cfg.INPUT.IMAGE_SIZE = 32
     cfg.INPUT.MIN_SCALE = 0.5
     cfg.INPUT.MAX_SCALE = 0.5
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.INPUT.FORMAT = "RGB"
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     cfg.DATASETS.TRAIN = (TRAIN_SET,)
     MetadataCatalog.get(TRAIN_SET).set(ignore_label=255)
     return cfg
@@ -101,7 +101,7 @@ def test_panoptic_lsj_targets_without_augmentation(panoptic_sample):
 def test_panoptic_lsj_from_config_resize_and_pad(panoptic_sample):
     record, _, _, _ = panoptic_sample
     cfg = _cfg("coco_panoptic_lsj")
-    mapper = build_maskformer_mapper(cfg, is_train=True)
+    mapper = build_train_mapper(cfg)
     assert isinstance(mapper, COCOPanopticNewBaselineDatasetMapper)
     out = mapper(record)
     # Scale r = 0.5 of a 32x32 target: min(16 / 20, 16 / 30) = 0.5333 -> round(10.67) = 11 rows,
@@ -169,7 +169,7 @@ def test_semantic_mapper_from_config_crop(panoptic_sample):
     cfg.INPUT.CROP.TYPE = "absolute"
     cfg.INPUT.CROP.SIZE = (16, 16)
     cfg.INPUT.COLOR_AUG_SSD = True
-    mapper = build_maskformer_mapper(cfg)
+    mapper = build_train_mapper(cfg)
     assert isinstance(mapper, MaskFormerSemanticDatasetMapper)
     assert mapper.ignore_label == 255  # from the training set's metadata
     out = mapper(record)
@@ -248,7 +248,7 @@ def test_instance_mapper(tmp_path):
     assert inst.gt_masks[0].sum() == 100 and inst.gt_masks[0, :10, :10].all()
     assert inst.gt_masks[1].sum() == 36 and inst.gt_masks[1, 12:18, 2:8].all()
     assert isinstance(
-        build_maskformer_mapper(_cfg("mask_former_instance")), MaskFormerInstanceDatasetMapper
+        build_train_mapper(_cfg("mask_former_instance")), MaskFormerInstanceDatasetMapper
     )
 
 
@@ -259,7 +259,7 @@ def test_coco_instance_lsj(tmp_path):
     assert inst.gt_classes.tolist() == [3, 7]
     assert inst.gt_boxes.tensor.tolist() == [[0, 0, 10, 10], [2, 12, 8, 18]]
     # Scale 0.5333 (see the panoptic LSJ test): the image fills rows 0-10 and columns 0-15.
-    out = build_maskformer_mapper(_cfg("coco_instance_lsj"))(record)
+    out = build_train_mapper(_cfg("coco_instance_lsj"))(record)
     masks = out["instances"].gt_masks
     assert out["image"].shape == (3, 32, 32) and masks.shape == (2, 32, 32)
     # Rasterized before the transforms; the crop's padding (255) is not part of any mask.
@@ -268,12 +268,19 @@ def test_coco_instance_lsj(tmp_path):
 
 
 def test_mapper_names():
-    assert set(MASKFORMER_MAPPERS) == {
+    # Upstream's YAML names are aliases of the registered class names.
+    assert set(MAPPER_NAME_ALIASES) == {
         "mask_former_semantic",
         "mask_former_panoptic",
         "mask_former_instance",
         "coco_instance_lsj",
         "coco_panoptic_lsj",
     }
+    assert all(name in DATASET_MAPPER_REGISTRY for name in MAPPER_NAME_ALIASES.values())
+    assert isinstance(
+        build_train_mapper(_cfg("MaskFormerInstanceDatasetMapper")), MaskFormerInstanceDatasetMapper
+    )
+    # Empty: detectron2's DatasetMapper (the FPN models).
+    assert isinstance(build_train_mapper(_cfg("")), DatasetMapper)
     with pytest.raises(ValueError, match="INPUT.DATASET_MAPPER_NAME"):
-        build_maskformer_mapper(_cfg("detr_panoptic"))
+        build_train_mapper(_cfg("detr_panoptic"))

@@ -289,3 +289,25 @@ def test_criterion_rejects_bad_arguments():
         SetCriterion(**kwargs, num_points=4, oversample_ratio=0.5, importance_sample_ratio=0.5)
     with pytest.raises(ValueError, match="importance_sample_ratio"):
         SetCriterion(**kwargs, num_points=4, oversample_ratio=3.0, importance_sample_ratio=1.5)
+
+
+def test_bfloat16_predictions_under_cpu_autocast():
+    # Under autocast the decoder emits bfloat16 logits and masks; the matching costs and the
+    # losses are still computed in float32.
+    torch.manual_seed(0)
+    left = torch.zeros(8, 8)
+    left[:, :4] = 1
+    right = 1 - left
+    pred_masks = (torch.stack([right, left])[None] * 20 - 10).bfloat16().requires_grad_()
+    pred_logits = torch.zeros(1, 2, 3, dtype=torch.bfloat16, requires_grad=True)
+    targets = [_target([0, 1], torch.stack([left, right]))]
+    criterion = _criterion(num_points=64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        [(query_idx, target_idx)] = criterion.matcher(
+            {"pred_logits": pred_logits, "pred_masks": pred_masks}, targets
+        )
+        losses = criterion({"pred_logits": pred_logits, "pred_masks": pred_masks}, targets)
+    assert query_idx.tolist() == [0, 1] and target_idx.tolist() == [1, 0]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert pred_masks.grad.dtype == torch.bfloat16

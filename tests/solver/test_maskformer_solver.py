@@ -5,6 +5,7 @@ import torch
 from detectron2.config import get_cfg
 from torch import nn
 
+from freqfusion_d2 import add_maskformer2_config
 from freqfusion_d2.solver import (
     build_maskformer_lr_scheduler,
     build_maskformer_optimizer,
@@ -13,16 +14,11 @@ from freqfusion_d2.solver import (
 
 
 def _cfg(**solver):
-    """detectron2 defaults plus the Mask2Former / DeepLab solver keys (upstream defaults)."""
+    """detectron2 defaults plus the Mask2Former / DeepLab keys, with the upstream YAML values."""
     cfg = get_cfg()
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    add_maskformer2_config(cfg)
     cfg.SOLVER.BASE_LR = 1e-4
     cfg.SOLVER.WEIGHT_DECAY = 0.05
-    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
     for key, value in solver.items():
         setattr(cfg.SOLVER, key, value)
     return cfg

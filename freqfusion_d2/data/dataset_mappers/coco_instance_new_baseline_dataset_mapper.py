@@ -13,6 +13,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_lsj_augmentation
+from .build import DATASET_MAPPER_REGISTRY
 from .utils import image_to_tensor, masks_to_instances, transformed_instance_masks
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
@@ -20,6 +21,7 @@ __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class COCOInstanceNewBaselineDatasetMapper:
     """Maps a COCO instance dataset dict to Mask2Former training inputs.
 

@@ -13,6 +13,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_lsj_augmentation
+from .build import DATASET_MAPPER_REGISTRY
 from .utils import image_to_tensor, masks_to_instances, rgb2id
 
 __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
@@ -20,6 +21,7 @@ __all__ = ["COCOPanopticNewBaselineDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class COCOPanopticNewBaselineDatasetMapper:
     """Maps a COCO panoptic dataset dict to Mask2Former training inputs.
 

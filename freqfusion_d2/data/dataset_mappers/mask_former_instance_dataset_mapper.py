@@ -14,6 +14,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_instance_augmentation
+from .build import DATASET_MAPPER_REGISTRY
 from .utils import (
     image_to_tensor,
     masks_to_instances,
@@ -26,6 +27,7 @@ __all__ = ["MaskFormerInstanceDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class MaskFormerInstanceDatasetMapper:
     """Maps an instance dataset dict (``annotations``) to training inputs.
 

@@ -10,12 +10,14 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .build import DATASET_MAPPER_REGISTRY
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 from .utils import image_to_tensor, masks_to_instances, pad_bottom_right, rgb2id
 
 __all__ = ["MaskFormerPanopticDatasetMapper"]
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
     """Maps a panoptic dataset dict (``pan_seg_file_name``, ``segments_info`` and optionally
     ``sem_seg_file_name``) to training inputs.

@@ -16,6 +16,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_semantic_augmentation
+from .build import DATASET_MAPPER_REGISTRY
 from .utils import image_to_tensor, masks_to_instances, pad_bottom_right
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
@@ -23,6 +24,7 @@ __all__ = ["MaskFormerSemanticDatasetMapper"]
 logger = logging.getLogger(__name__)
 
 
+@DATASET_MAPPER_REGISTRY.register()
 class MaskFormerSemanticDatasetMapper:
     """Maps a semantic-segmentation dataset dict (``sem_seg_file_name``) to training inputs.
 

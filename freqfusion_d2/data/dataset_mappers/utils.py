@@ -80,7 +80,8 @@ def segmentation_to_mask(segm, height: int, width: int) -> np.ndarray:
             raise ValueError(f"segmentation: expected a 2-D mask array, got {segm.ndim} dims")
         return segm.astype(bool)
     raise ValueError(
-        f"segmentation: expected polygons (list), a COCO RLE (dict) or a 2-D array, got {type(segm)}"
+        "segmentation: expected polygons (list), a COCO RLE (dict) or a 2-D array, "
+        f"got {type(segm)}"
     )
 
 
