@@ -1,6 +1,12 @@
 """freqfusion_d2: frequency-aware feature fusion (FreqFusion) for Detectron2.
 
-``freqfusion_d2.layers`` (the CARAFE op and the FreqFusion module) needs only PyTorch.
+``freqfusion_d2.layers`` (the CARAFE op and the FreqFusion module) needs only PyTorch. Importing
+``freqfusion_d2`` registers the backbones and datasets in detectron2's registries.
 """
 
 __version__ = "0.1.0"
+
+from . import data, modeling  # noqa: E402,F401  (register backbones and datasets)
+from .config import add_freqfusion_config  # noqa: E402
+
+__all__ = ["__version__", "add_freqfusion_config"]

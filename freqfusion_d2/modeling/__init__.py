@@ -1,0 +1,7 @@
+"""Detectron2 components of freqfusion_d2; importing this registers them."""
+from .backbone import (
+    FreqFusionFPN,
+    build_resnet_freqfusion_fpn_backbone,
+    build_retinanet_resnet_freqfusion_fpn_backbone,
+)
+from .freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
