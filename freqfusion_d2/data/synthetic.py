@@ -105,18 +105,18 @@ def render_synthetic_image(
         segment_map[region] = len(segments)
 
     if rng.random() < 0.5:  # void: unlabeled noise
-        vh, vw = rng.integers(10, 24, size=2)
+        vh, vw = rng.integers(8, 18, size=2)
         y0, x0 = rng.integers(0, h - vh), rng.integers(0, w - vw)
         image[y0 : y0 + vh, x0 : x0 + vw] = rng.uniform(0, 255, size=(vh, vw, 3))
         segment_map[y0 : y0 + vh, x0 : x0 + vw] = 0
         occupied[max(y0 - 2, 0) : y0 + vh + 2, max(x0 - 2, 0) : x0 + vw + 2] = True
 
     if rng.random() < 0.35:  # a crowd of small discs, one segment
-        cy, cx = rng.integers(18, h - 18), rng.integers(18, w - 18)
+        cy, cx = rng.integers(14, h - 14), rng.integers(14, w - 14)
         crowd = np.zeros((h, w), dtype=bool)
         for _ in range(rng.integers(4, 8)):
-            py, px = cy + rng.integers(-12, 13), cx + rng.integers(-12, 13)
-            r = int(rng.integers(3, 6))
+            py, px = cy + rng.integers(-9, 10), cx + rng.integers(-9, 10)
+            r = int(rng.integers(2, 5))
             disc = np.zeros((h, w), dtype=np.uint8)
             cv2.circle(disc, (int(px), int(py)), r, 1, -1)
             crowd |= disc.astype(bool)
@@ -130,13 +130,13 @@ def render_synthetic_image(
     for _ in range(int(rng.integers(1, 5))):
         cat = _THINGS[rng.integers(len(_THINGS))]
         for _attempt in range(20):
-            size = rng.uniform(18, 44)
+            size = rng.uniform(14, 36)
             cx, cy = rng.uniform(size / 2 + 2, w - size / 2 - 2), rng.uniform(size / 2 + 2, h - size / 2 - 2)
             poly = _thing_polygon(rng, cat["name"], cx, cy, size)
             poly[:, 0] = poly[:, 0].clip(0, w - 1)
             poly[:, 1] = poly[:, 1].clip(0, h - 1)
             mask = _fill(poly, h, w)
-            if mask.sum() >= 64 and not (mask & occupied).any():
+            if mask.sum() >= 48 and not (mask & occupied).any():
                 break
         else:
             continue
@@ -160,7 +160,7 @@ def _write_split(out: str, split: str, num_images: int, rng: np.random.Generator
     ann_id = 1
     for i in range(num_images):
         image_id = first_id + i
-        h, w = int(rng.integers(120, 161)), int(rng.integers(140, 201))
+        h, w = int(rng.integers(96, 129)), int(rng.integers(112, 161))
         image, segment_map, segments = render_synthetic_image(rng, h, w)
         stem = f"{image_id:012d}"
         Image.fromarray(image).save(os.path.join(paths["image_root"], stem + ".jpg"), quality=95)
