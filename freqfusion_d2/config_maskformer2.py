@@ -9,6 +9,7 @@ for that reason; their comments say "unused" or "legacy".
 The function is idempotent and never overrides a key that is already declared, so it can be
 called before or after ``add_deeplab_config`` or ``add_freqfusion_config``.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_maskformer2_config", "add_deeplab_keys"]

@@ -4,19 +4,16 @@ Parameter and buffer names equal those of upstream Mask2Former's backbone (and o
 Swin checkpoints), so converted ImageNet weights and Mask2Former checkpoints load unchanged.
 ``relative_position_index`` is a persistent buffer, as in those checkpoints.
 """
-import logging
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-
-logger = logging.getLogger(__name__)
+from torch import nn
 
 __all__ = ["SwinTransformer", "D2SwinTransformer"]
 
@@ -71,7 +68,9 @@ def _relative_position_index(window_size: int) -> torch.Tensor:
     """(ws*ws, ws*ws) int64 index into the ((2ws-1)^2, heads) bias table."""
     coords = torch.stack(
         torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
-    ).flatten(1)  # (2, ws*ws)
+    ).flatten(
+        1
+    )  # (2, ws*ws)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
 
@@ -143,7 +142,9 @@ class SwinTransformerBlock(nn.Module):
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.attn = WindowAttention(
+            dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop
+        )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)

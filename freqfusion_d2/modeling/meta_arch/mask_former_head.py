@@ -1,13 +1,13 @@
 """``MaskFormerHead``: a pixel decoder followed by a transformer decoder."""
+
 import logging
 from typing import Dict, Optional
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
 
 from ..pixel_decoder.build import build_pixel_decoder
 from ..transformer_decoder.build import build_transformer_decoder
@@ -41,7 +41,7 @@ class MaskFormerHead(nn.Module):
             for k in list(state_dict.keys()):
                 if not k.startswith(prefix):
                     continue
-                rest = k[len(prefix):]
+                rest = k[len(prefix) :]
                 if rest.startswith("pixel_decoder.") or rest.startswith("predictor"):
                     continue
                 new_k = prefix + "pixel_decoder." + rest
@@ -132,8 +132,8 @@ class MaskFormerHead(nn.Module):
         return self.layers(features, mask)
 
     def layers(self, features: Dict[str, torch.Tensor], mask: Optional[torch.Tensor] = None):
-        mask_features, encoder_features, multi_scale_features = (
-            self.pixel_decoder.forward_features(features)
+        mask_features, encoder_features, multi_scale_features = self.pixel_decoder.forward_features(
+            features
         )
         if self.transformer_in_feature == "multi_scale_pixel_decoder":
             return self.predictor(multi_scale_features, mask_features, mask)

@@ -1,18 +1,18 @@
 """The ``MaskFormer`` meta-architecture (Mask2Former): backbone, ``MaskFormerHead``, set
 criterion, and semantic / panoptic / instance inference."""
+
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.memory import retry_if_cuda_oom
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,11 @@ def build_criterion(cfg, num_classes: int):
         cost_dice=mf.DICE_WEIGHT,
         num_points=mf.TRAIN_NUM_POINTS,
     )
-    weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    weight_dict = {
+        "loss_ce": mf.CLASS_WEIGHT,
+        "loss_mask": mf.MASK_WEIGHT,
+        "loss_dice": mf.DICE_WEIGHT,
+    }
     if mf.DEEP_SUPERVISION:
         aux = {}
         for i in range(mf.DEC_LAYERS - 1):
@@ -144,9 +148,7 @@ class MaskFormer(nn.Module):
             "metadata": MetadataCatalog.get(train_sets[0]) if len(train_sets) else None,
             "size_divisibility": mf.SIZE_DIVISIBILITY,
             "sem_seg_postprocess_before_inference": (
-                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE
-                or test.PANOPTIC_ON
-                or test.INSTANCE_ON
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
             ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -169,6 +171,7 @@ class MaskFormer(nn.Module):
         key = prefix + "criterion.empty_weight"
         weight = getattr(self.criterion, "empty_weight", None)
         if key not in state_dict and isinstance(weight, torch.Tensor):
+            logger.info("The checkpoint has no %s; using the configured class weights.", key)
             state_dict[key] = weight.detach().clone()
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -1,4 +1,5 @@
 """Mask2Former pixel decoders (registered in detectron2's SEM_SEG_HEADS_REGISTRY)."""
+
 from .build import build_pixel_decoder
 from .freqfusion_msdeformattn import (
     FreqAwareMSDeformAttnPixelDecoder,

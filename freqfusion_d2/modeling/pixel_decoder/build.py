@@ -6,6 +6,7 @@ decoder is called as ``cls(cfg, input_shape)`` and must have a callable
 ``forward_features(features) -> (mask_features, transformer_encoder_features,
 multi_scale_features)``.
 """
+
 from typing import Dict
 
 from detectron2.layers import ShapeSpec

@@ -1,4 +1,5 @@
 """The multi-scale deformable-attention transformer encoder of Mask2Former's pixel decoder."""
+
 import copy
 from typing import List, Tuple
 
@@ -126,7 +127,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         for lvl, (src, pos) in enumerate(zip(srcs, pos_embeds)):
             shapes.append(src.shape[-2:])
             src_flatten.append(src.flatten(2).transpose(1, 2))
-            pos_flatten.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
+            pos_flatten.append(
+                pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+            )
         src_flatten = torch.cat(src_flatten, 1)
         pos_flatten = torch.cat(pos_flatten, 1)
         spatial_shapes = torch.as_tensor(

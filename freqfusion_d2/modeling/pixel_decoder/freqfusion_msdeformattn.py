@@ -12,20 +12,17 @@
 Both keep the parent's contract: ``forward_features`` runs in float32 with autocast disabled,
 so FreqFusion never runs in half precision.
 """
-import logging
+
 from typing import Dict
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
 
 from freqfusion_d2.layers import FreqFusion
 
 from .msdeformattn import MSDeformAttnPixelDecoder
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "FreqAwareMSDeformAttnPixelDecoder2",

@@ -1,5 +1,6 @@
 """Mask2Former's pixel decoder: a deformable-attention encoder over res3-res5 plus an FPN step to
 res2 (``MSDeformAttnPixelDecoder``). Parameter names equal upstream's."""
+
 import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -7,11 +8,10 @@ import fvcore.nn.weight_init as weight_init
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .deformable_encoder import MSDeformAttnTransformerEncoderOnly

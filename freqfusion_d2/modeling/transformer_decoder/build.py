@@ -1,4 +1,5 @@
 """Registry and builder of Mask2Former transformer decoders."""
+
 from detectron2.utils.registry import Registry
 
 __all__ = ["TRANSFORMER_DECODER_REGISTRY", "build_transformer_decoder"]

@@ -2,16 +2,16 @@
 
 Parameter names equal upstream Mask2Former's, so its checkpoints load with ``strict=True``.
 """
+
 import logging
 from typing import Dict, List, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d
+from torch import nn
 
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .position_encoding import PositionEmbeddingSine
@@ -73,7 +73,9 @@ class CrossAttentionLayer(nn.Module):
         bool, True = blocked."""
         x = self.norm(tgt) if self.normalize_before else tgt
         out = self.multihead_attn(
-            query=_with_pos(x, query_pos), key=_with_pos(memory, pos), value=memory,
+            query=_with_pos(x, query_pos),
+            key=_with_pos(memory, pos),
+            value=memory,
             attn_mask=attn_mask,
         )[0]
         tgt = tgt + self.dropout(out)
@@ -134,8 +136,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             # MaskFormer v1 called the query features "static_query".
             renamed = False
             for k in list(state_dict.keys()):
-                if k.startswith(prefix) and "static_query" in k[len(prefix):]:
-                    new_k = prefix + k[len(prefix):].replace("static_query", "query_feat")
+                if k.startswith(prefix) and "static_query" in k[len(prefix) :]:
+                    new_k = prefix + k[len(prefix) :].replace("static_query", "query_feat")
                     state_dict[new_k] = state_dict.pop(k)
                     renamed = True
             if renamed:
@@ -180,9 +182,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """
         super().__init__()
         if not mask_classification:
-            raise ValueError(
-                "MultiScaleMaskedTransformerDecoder: mask_classification must be True"
-            )
+            raise ValueError("MultiScaleMaskedTransformerDecoder: mask_classification must be True")
         if dec_layers < 1:
             raise ValueError(
                 f"MultiScaleMaskedTransformerDecoder: dec_layers must be >= 1 (MASK_FORMER."
@@ -324,7 +324,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False
         )
         attn_mask = (
-            attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+            attn_mask.sigmoid()
+            .flatten(2)
+            .unsqueeze(1)
+            .repeat(1, self.num_heads, 1, 1)
+            .flatten(0, 1)
             < 0.5
         ).detach()
         return outputs_class, outputs_mask, attn_mask

@@ -1,4 +1,5 @@
 """Sine positional encoding of a feature map (DETR style), as used by Mask2Former."""
+
 import math
 from typing import Optional
 

@@ -1,4 +1,5 @@
 """Fixtures of the Mask2Former tests."""
+
 import pytest
 import torch
 

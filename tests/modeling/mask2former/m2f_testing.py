@@ -1,8 +1,8 @@
 """Helpers of the Mask2Former tests: config loading and tiny inputs."""
+
 import os
 
 import torch
-
 from detectron2.config import get_cfg
 
 import freqfusion_d2  # noqa: F401  (registers the models)
@@ -36,12 +36,18 @@ def load_cfg(relpath: str, opts=()):
 def tiny_swin_opts():
     """Overrides turning the tiny config into the tiny Swin of the spec (section 8.1)."""
     return [
-        "MODEL.BACKBONE.NAME", "D2SwinTransformer",
-        "MODEL.SWIN.EMBED_DIM", 32,
-        "MODEL.SWIN.DEPTHS", [2, 2, 2, 2],
-        "MODEL.SWIN.NUM_HEADS", [1, 2, 4, 8],
-        "MODEL.SWIN.WINDOW_SIZE", 7,
-        "MODEL.SWIN.DROP_PATH_RATE", 0.0,
+        "MODEL.BACKBONE.NAME",
+        "D2SwinTransformer",
+        "MODEL.SWIN.EMBED_DIM",
+        32,
+        "MODEL.SWIN.DEPTHS",
+        [2, 2, 2, 2],
+        "MODEL.SWIN.NUM_HEADS",
+        [1, 2, 4, 8],
+        "MODEL.SWIN.WINDOW_SIZE",
+        7,
+        "MODEL.SWIN.DROP_PATH_RATE",
+        0.0,
     ]
 
 

@@ -1,8 +1,8 @@
 """Mask2Former components on hand-checkable inputs."""
+
 import math
 
 import torch
-
 from detectron2.layers import ShapeSpec
 
 from freqfusion_d2.modeling.backbone.swin import BasicLayer, window_partition, window_reverse
@@ -28,8 +28,16 @@ def test_position_embedding_matches_formula():
 
 def _decoder(**kw):
     args = dict(
-        in_channels=32, mask_classification=True, num_classes=3, hidden_dim=32, num_queries=5,
-        nheads=4, dim_feedforward=64, dec_layers=3, pre_norm=False, mask_dim=32,
+        in_channels=32,
+        mask_classification=True,
+        num_classes=3,
+        hidden_dim=32,
+        num_queries=5,
+        nheads=4,
+        dim_feedforward=64,
+        dec_layers=3,
+        pre_norm=False,
+        mask_dim=32,
         enforce_input_project=False,
     )
     args.update(kw)
@@ -90,9 +98,16 @@ def test_freqfusion_modules_run_where_the_checkpoint_expects():
     }
     torch.manual_seed(0)
     decoder = FreqAwareMSDeformAttnPixelDecoder2(
-        shapes, transformer_dropout=0.0, transformer_nheads=4, transformer_dim_feedforward=64,
-        transformer_enc_layers=1, conv_dim=32, mask_dim=32, norm="GN",
-        transformer_in_features=["res3", "res4", "res5"], common_stride=4,
+        shapes,
+        transformer_dropout=0.0,
+        transformer_nheads=4,
+        transformer_dim_feedforward=64,
+        transformer_enc_layers=1,
+        conv_dim=32,
+        mask_dim=32,
+        norm="GN",
+        transformer_in_features=["res3", "res4", "res5"],
+        common_stride=4,
     ).eval()
     seen = {}
 
@@ -104,7 +119,9 @@ def test_freqfusion_modules_run_where_the_checkpoint_expects():
 
     for i, module in enumerate(decoder.freqfusions):
         module.register_forward_hook(record(i), with_kwargs=True)
-    feats = {k: torch.randn(1, v.channels, 64 // v.stride, 64 // v.stride) for k, v in shapes.items()}
+    feats = {
+        k: torch.randn(1, v.channels, 64 // v.stride, 64 // v.stride) for k, v in shapes.items()
+    }
     with torch.no_grad():
         mask_features, _, multi_scale = decoder.forward_features(feats)
     # 0: res5 -> res4 (1/16), 1: res4' -> res3 (1/8), both before the encoder; 2: FPN to res2.

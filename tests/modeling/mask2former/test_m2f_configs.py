@@ -1,12 +1,11 @@
 """Mask2Former config keys and the shipped Mask2Former YAML files."""
+
 import glob
 import os
 
 import pytest
 import yaml
-
 from detectron2.config import CfgNode
-
 from m2f_testing import CONFIG_ROOT, load_cfg, new_cfg
 
 M2F_CONFIGS = sorted(

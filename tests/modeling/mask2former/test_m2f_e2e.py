@@ -1,14 +1,13 @@
 """End-to-end smoke tests of Mask2Former on the tiny CPU config (spec mask2former.md 8.1)."""
+
 import math
 
 import pytest
 import torch
-
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
-
 from m2f_testing import TINY_CONFIG, TINY_FF_CONFIG, load_cfg, tiny_inputs, tiny_swin_opts
 
 META_NAME = "m2f_tests_tiny_train"
@@ -101,8 +100,8 @@ def test_cpu_bfloat16_autocast_keeps_pixel_decoder_float32():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         features = model.backbone(x)
         assert features["res2"].dtype == torch.bfloat16  # autocast is really on
-        mask_features, encoder_out, multi_scale = (
-            model.sem_seg_head.pixel_decoder.forward_features(features)
+        mask_features, encoder_out, multi_scale = model.sem_seg_head.pixel_decoder.forward_features(
+            features
         )
     assert mask_features.dtype == torch.float32
     assert encoder_out.dtype == torch.float32

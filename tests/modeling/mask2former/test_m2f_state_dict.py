@@ -3,15 +3,14 @@
 The expected keys and shapes are generated from the spec's tables; the totals are the spec's
 verified counts (section 3.6). Large models are built on the meta device (no memory, no init).
 """
+
 import pickle
 from collections import OrderedDict
 
 import pytest
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-
 from m2f_testing import TINY_CONFIG, TINY_FF_CONFIG, load_cfg, tiny_swin_opts
 
 ADE = "ADE20K-SemanticSegmentation/"
@@ -177,7 +176,7 @@ def swin_keys(embed, depths, heads, window, patch=4, mlp_ratio=4.0):
 
 
 def shapes_under(sd, prefix):
-    return {k[len(prefix):]: tuple(v.shape) for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: tuple(v.shape) for k, v in sd.items() if k.startswith(prefix)}
 
 
 def resnet_block_keys(depth):
@@ -194,15 +193,43 @@ SWIN_L = dict(embed=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window=12)
 CASES = [
     (COCO + "mask2former_R50_bs16_50ep.yaml", (), 133, "R50", False, 558, 43_983_878),
     (ADE + "mask2former_R50_bs16_160k.yaml", (), 150, "R50", False, 558, 43_988_247),
-    (ADE + "mask2former_swin_base_IN21k_384_bs16_160k_res640.yaml", (), 150, SWIN_B, False, 650,
-     106_922_191),
+    (
+        ADE + "mask2former_swin_base_IN21k_384_bs16_160k_res640.yaml",
+        (),
+        150,
+        SWIN_B,
+        False,
+        650,
+        106_922_191,
+    ),
     (COCO + "mask2former_FreqFusion_R50_bs16_50ep.yaml", (), 133, "R50", True, 615, 44_297_180),
-    (ADE + "mask2former_FreqFusion_swin_base_IN21k_384_bs16_160k_res640.yaml", (), 150, SWIN_B,
-     True, 707, 107_235_493),
-    (ADE + "mask2former_swin_large_IN21k_384_bs16_160k_res640.yaml", (), 150, SWIN_L, False, None,
-     None),
-    (COCO + "mask2former_FreqFusion_R50_bs16_50ep.yaml", ("MODEL.RESNETS.DEPTH", 101), 133, "R101",
-     True, None, None),
+    (
+        ADE + "mask2former_FreqFusion_swin_base_IN21k_384_bs16_160k_res640.yaml",
+        (),
+        150,
+        SWIN_B,
+        True,
+        707,
+        107_235_493,
+    ),
+    (
+        ADE + "mask2former_swin_large_IN21k_384_bs16_160k_res640.yaml",
+        (),
+        150,
+        SWIN_L,
+        False,
+        None,
+        None,
+    ),
+    (
+        COCO + "mask2former_FreqFusion_R50_bs16_50ep.yaml",
+        ("MODEL.RESNETS.DEPTH", 101),
+        133,
+        "R101",
+        True,
+        None,
+        None,
+    ),
 ]
 
 
@@ -213,8 +240,10 @@ def test_reference_state_dict(case):
     sd = model.state_dict()
 
     expected_head = pixel_decoder_keys(
-        256, R50_CH if isinstance(backbone, str) else [backbone["embed"] * 2**i for i in range(4)],
-        heads=8, enc_layers=6,
+        256,
+        R50_CH if isinstance(backbone, str) else [backbone["embed"] * 2**i for i in range(4)],
+        heads=8,
+        enc_layers=6,
     )
     if freqfusion:
         expected_head.update(freqfusion_keys(256))
@@ -320,7 +349,10 @@ def test_legacy_layouts_are_renamed(tiny_pair):
         k = k.replace("sem_seg_head.pixel_decoder.", "sem_seg_head.")
         k = k.replace("predictor.query_feat.", "predictor.static_query.")
         old[k] = v
-    assert "sem_seg_head.adapter_1.weight" in old and "sem_seg_head.predictor.static_query.weight" in old
+    assert (
+        "sem_seg_head.adapter_1.weight" in old
+        and "sem_seg_head.predictor.static_query.weight" in old
+    )
     dst.load_state_dict(old, strict=True)  # no metadata: treated as version 1
     assert_same_weights(src, dst)
 
