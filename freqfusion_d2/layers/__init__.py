@@ -1,4 +1,5 @@
 """Layers of freqfusion_d2: compiled ops and the FreqFusion module. Depends on torch only."""
+
 from .carafe import CARAFE, carafe, carafe_ref
 from .freqfusion import FreqFusion, normalize_kernels
 from .local_sim_sampler import LocalSimGuidedSampler, local_cosine_similarity

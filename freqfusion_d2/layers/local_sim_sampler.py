@@ -1,4 +1,5 @@
 """The offset generator of FreqFusion: a local-similarity-guided resampler (``dysampler``)."""
+
 import functools
 import logging
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Converts ADE20K (SceneParsing, ADEChallengeData2016) labels to the Detectron2 layout.
+
+Reads ``$DETECTRON2_DATASETS/ADEChallengeData2016/annotations/{training,validation}/*.png``
+(raw labels: 0 = "other", 1..150 = the classes) and writes
+``ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png`` with label v - 1 for
+the classes (0..149) and 255 (the ignore value) for raw 0, as ``ade20k_sem_seg_{train,val}``
+expect.
+
+Usage::
+
+    python datasets/prepare_ade20k_sem_seg.py [--root DIR]
+"""
+
+import argparse
+import logging
+import os
+from typing import List, Optional
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger("prepare_ade20k_sem_seg")
+
+SPLITS = ("training", "validation")
+IGNORE_LABEL = 255
+
+
+def convert_label(raw: np.ndarray) -> np.ndarray:
+    """Raw ADE20K label map (uint8, 0..150) to the Detectron2 one (0..149, 255 = ignore)."""
+    if raw.ndim != 2 or raw.dtype != np.uint8:
+        raise ValueError(f"raw: expected a 2-D uint8 label map, got {raw.dtype} {raw.shape}")
+    if raw.max(initial=0) > 150:
+        raise ValueError(f"raw: labels must be in 0..150, found {int(raw.max())}")
+    out = raw.astype(np.int16) - 1
+    out[out < 0] = IGNORE_LABEL
+    return out.astype(np.uint8)
+
+
+def convert_split(ade_root: str, split: str) -> int:
+    """Converts one split; returns the number of files written."""
+    in_dir = os.path.join(ade_root, "annotations", split)
+    out_dir = os.path.join(ade_root, "annotations_detectron2", split)
+    if not os.path.isdir(in_dir):
+        raise FileNotFoundError(f"ADE20K label folder not found: {in_dir!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    names = sorted(n for n in os.listdir(in_dir) if n.endswith(".png"))
+    for name in names:
+        raw = np.asarray(Image.open(os.path.join(in_dir, name)))
+        Image.fromarray(convert_label(raw)).save(os.path.join(out_dir, name))
+    logger.info("%s: wrote %d label maps to %s", split, len(names), out_dir)
+    return len(names)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--root",
+        default=os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")),
+        help="folder holding ADEChallengeData2016 (default: $DETECTRON2_DATASETS or 'datasets')",
+    )
+    args = parser.parse_args(argv)
+    for split in SPLITS:
+        convert_split(os.path.join(args.root, "ADEChallengeData2016"), split)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

@@ -1,0 +1,78 @@
+"""The Trainer behind train_net.py: detectron2's DefaultTrainer with this project's pieces."""
+import logging
+import weakref
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data import build_train_mapper, check_dataset_files
+from ..solver import build_lr_scheduler, build_optimizer
+from .checkpoint import FreqFusionCheckpointer
+
+__all__ = ["Trainer"]
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with
+
+    * the training mapper chosen by ``INPUT.DATASET_MAPPER_NAME``;
+    * evaluators chosen per dataset by :func:`freqfusion_d2.evaluation.build_evaluator`;
+    * atomic checkpoints that report missing FreqFusion weights
+      (:class:`FreqFusionCheckpointer`);
+    * multi-process training on the CPU (DDP without device ids, gloo backend from
+      detectron2's ``launch`` when no GPU is present);
+    * a clear error for dataset files missing on disk.
+    """
+
+    def __init__(self, cfg):
+        # Same construction as DefaultTrainer.__init__, which cannot wrap a CPU model in DDP
+        # (it always passes device_ids) and uses a non-atomic checkpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if cfg.MODEL.DEVICE == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = FreqFusionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        for name in cfg.DATASETS.TRAIN:
+            check_dataset_files(name)
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        check_dataset_files(dataset_name)
+        return build_detection_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        from ..evaluation import build_evaluator
+
+        return build_evaluator(cfg, dataset_name, output_folder)
