@@ -80,7 +80,7 @@ class FreqFusionCheckpointer(DetectionCheckpointer):
             and any(k.startswith(name + ".") for k in missing)
         ]
         if absent:
-            self.logger.warning(
+            logger.warning(
                 "The checkpoint has no (or incomplete) weights for %d FreqFusion module(s): %s. "
                 "They keep their fresh initialisation; this is expected when a detectron2 FPN "
                 "checkpoint (e.g. a model-zoo Panoptic FPN) initialises a FreqFusion model, and "

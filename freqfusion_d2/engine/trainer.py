@@ -9,6 +9,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import build_train_mapper, check_dataset_files
+from ..evaluation import build_evaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .checkpoint import FreqFusionCheckpointer
 
@@ -73,6 +74,4 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_evaluator
-
         return build_evaluator(cfg, dataset_name, output_folder)
