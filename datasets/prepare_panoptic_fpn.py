@@ -5,9 +5,9 @@
     python datasets/prepare_panoptic_fpn.py --semseg   # also panoptic_semseg_{train,val}2017
 
 Reads $DETECTRON2_DATASETS/coco/annotations/panoptic_{split}2017.json and the PNGs in
-annotations/panoptic_{split}2017/. Panoptic FPN's stuff maps label every thing 0, the stuff
-classes 1..53 in category order and unlabeled pixels 255; --semseg maps also label all 133
-classes 0..132 (Mask2Former's COCO panoptic training uses them).
+coco/panoptic_{split}2017/ (detectron2's layout, see datasets/README.md). Panoptic FPN's stuff
+maps label every thing 0, the stuff classes 1..53 in category order and unlabeled pixels 255;
+--semseg maps label all 133 classes 0..132 (Mask2Former's COCO panoptic training uses them).
 """
 import argparse
 import json
@@ -34,12 +34,13 @@ def main():
     coco = args.coco or os.path.join(dataset_root(), "coco")
     for split in args.splits:
         pan_json = os.path.join(coco, "annotations", f"panoptic_{split}.json")
-        pan_root = os.path.join(coco, "annotations", f"panoptic_{split}")
-        if not os.path.exists(pan_json):
-            raise SystemExit(
-                f"{pan_json} not found: download and unzip COCO's panoptic annotations "
-                f"(panoptic_annotations_trainval2017.zip) as described in datasets/README.md"
-            )
+        pan_root = os.path.join(coco, f"panoptic_{split}")
+        for path in (pan_json, pan_root):
+            if not os.path.exists(path):
+                raise SystemExit(
+                    f"{path} not found: download and unzip COCO's panoptic annotations "
+                    f"(panoptic_annotations_trainval2017.zip) as described in datasets/README.md"
+                )
         with open(pan_json) as f:
             categories = json.load(f)["categories"]
         outputs = [("panoptic_stuff", stuff_label_map(categories))]

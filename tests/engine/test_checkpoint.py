@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from detectron2.modeling import build_model
+from detectron2.modeling import build_backbone, build_model
 
 import freqfusion_d2  # noqa: F401
 from freqfusion_d2.engine import FreqFusionCheckpointer, setup_cfg
@@ -107,11 +107,11 @@ def _mmdet_state_dict(legacy: bool):
 def test_convert_mmdet_freqfusion(legacy):
     sd = _mmdet_state_dict(legacy)
     out, counts = convert_mmdet_freqfusion_state_dict({"state_dict": sd}, backbone=True)
-    model = build_model(
-        setup_cfg("configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x_freqfusion.yaml",
-                  ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    cfg = setup_cfg(
+        "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_freqfusion.yaml",
+        ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"],
     )
-    target = model.state_dict()
+    target = {"backbone." + k: v for k, v in build_backbone(cfg).state_dict().items()}
     ff_keys = {k for k in target if k.startswith("backbone.fpn_freqfusion")}
     assert {k for k in out if "freqfusion" in k} == ff_keys  # alignment.3 dropped
     for k in ff_keys:
