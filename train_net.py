@@ -7,6 +7,7 @@
 
 Without GPUs, ``--num-gpus N`` starts N CPU processes (gloo backend).
 """
+
 import json
 import logging
 import os

@@ -10,12 +10,12 @@ both models and the difference is the FPN. FLOPs are fvcore's counts (one multip
 element-wise ops are not counted. Times are medians over --repeat runs after a warm-up, with the
 two models interleaved so that load changes affect both alike.
 """
+
 import argparse
 import statistics
 import time
 
 import torch
-
 from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis
 
@@ -39,8 +39,16 @@ def carafe_flop_handle(inputs, outputs):
 
 
 def build(config, device, detections):
-    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-            "TEST.DETECTIONS_PER_IMAGE", str(detections)]
+    opts = [
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DEVICE",
+        device,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "TEST.DETECTIONS_PER_IMAGE",
+        str(detections),
+    ]
     torch.manual_seed(0)
     return build_model(setup_cfg(config, opts)).eval()
 
@@ -95,28 +103,33 @@ def main():
                 sync(args.device)
                 times[name]["backbone"].append(time.perf_counter() - start)
 
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"CPU, {torch.get_num_threads()} threads"
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else (f"CPU, {torch.get_num_threads()} threads")
     )
     print(f"Panoptic FPN R-50 at {args.height}x{args.width}, {device}, median of {args.repeat}")
-    print("| Model | Params (M) | GFLOPs (model) | GFLOPs (backbone+FPN) | Time (s) | Backbone+FPN time (s) |")
+    print(
+        "| Model | Params (M) | GFLOPs | GFLOPs backbone+FPN | Time (s) | Backbone+FPN time (s) |"
+    )
     print("|---|---|---|---|---|---|")
     base = None
     for name in models:
         r = rows[name]
-        t = statistics.median(times[name]["model"])
-        tb = statistics.median(times[name]["backbone"])
+        values = (
+            r["params"] / 1e6,
+            r["flops"] / 1e9,
+            r["backbone_flops"] / 1e9,
+            statistics.median(times[name]["model"]),
+            statistics.median(times[name]["backbone"]),
+        )
         if base is None:
-            base = (r["params"], r["flops"], r["backbone_flops"], t, tb)
-            print(f"| {name} | {r['params'] / 1e6:.3f} | {r['flops'] / 1e9:.1f} | "
-                  f"{r['backbone_flops'] / 1e9:.1f} | {t:.3f} | {tb:.3f} |")
+            base = values
+            cells = [f"{v:.3f}" for v in values]
         else:
-            print(
-                f"| {name} | +{(r['params'] - base[0]) / 1e6:.3f} | "
-                f"{r['flops'] / 1e9:.1f} (+{(r['flops'] / base[1] - 1) * 100:.1f}%) | "
-                f"{r['backbone_flops'] / 1e9:.1f} (+{(r['backbone_flops'] / base[2] - 1) * 100:.1f}%) | "
-                f"{t:.3f} (+{(t / base[3] - 1) * 100:.1f}%) | {tb:.3f} (+{(tb / base[4] - 1) * 100:.1f}%) |"
-            )
+            cells = [f"+{values[0] - base[0]:.3f}"]
+            cells += [f"{v:.3f} ({(v / b - 1) * 100:+.1f}%)" for v, b in zip(values[1:], base[1:])]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

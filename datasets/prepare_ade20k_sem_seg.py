@@ -6,6 +6,7 @@
 ADE20K's raw labels are 0 (other) and 1..150; detectron2's ``ade20k_sem_seg_{train,val}``
 datasets expect 0..149 with 255 for "other", which this script writes.
 """
+
 import argparse
 import logging
 import os
@@ -25,7 +26,9 @@ def convert(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=None, help="default: $DETECTRON2_DATASETS/ADEChallengeData2016")
+    parser.add_argument(
+        "--root", default=None, help="default: $DETECTRON2_DATASETS/ADEChallengeData2016"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -33,11 +36,16 @@ def main():
     for split in ("training", "validation"):
         src_dir = os.path.join(root, "annotations", split)
         if not os.path.isdir(src_dir):
-            raise SystemExit(f"{src_dir} not found: unzip ADEChallengeData2016.zip into {dataset_root()}")
+            raise SystemExit(
+                f"{src_dir} not found: unzip ADEChallengeData2016.zip into {dataset_root()}"
+            )
         dst_dir = os.path.join(root, "annotations_detectron2", split)
         os.makedirs(dst_dir, exist_ok=True)
-        jobs = [(os.path.join(src_dir, n), os.path.join(dst_dir, n))
-                for n in sorted(os.listdir(src_dir)) if n.endswith(".png")]
+        jobs = [
+            (os.path.join(src_dir, n), os.path.join(dst_dir, n))
+            for n in sorted(os.listdir(src_dir))
+            if n.endswith(".png")
+        ]
         with ProcessPoolExecutor(args.workers) as pool:
             list(pool.map(convert, jobs, chunksize=64))
         logging.info("%s: %d files", dst_dir, len(jobs))

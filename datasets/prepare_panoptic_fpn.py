@@ -9,6 +9,7 @@ coco/panoptic_{split}2017/ (detectron2's layout, see datasets/README.md). Panopt
 maps label every thing 0, the stuff classes 1..53 in category order and unlabeled pixels 255;
 --semseg maps label all 133 classes 0..132 (Mask2Former's COCO panoptic training uses them).
 """
+
 import argparse
 import json
 import logging
@@ -25,7 +26,9 @@ from freqfusion_d2.data.panoptic_conversion import (
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--coco", default=None, help="COCO folder (default: $DETECTRON2_DATASETS/coco)")
+    parser.add_argument(
+        "--coco", default=None, help="COCO folder (default: $DETECTRON2_DATASETS/coco)"
+    )
     parser.add_argument("--splits", nargs="+", default=["train2017", "val2017"])
     parser.add_argument("--semseg", action="store_true", help="also write all-class label maps")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)

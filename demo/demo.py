@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Panoptic / instance / semantic inference on images with detectron2's Visualizer.
 
-    python demo/demo.py --config-file configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x_freqfusion.yaml \
+    python demo/demo.py \
+        --config-file configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x_freqfusion.yaml \
         --input img1.jpg img2.jpg --output out/ --opts MODEL.WEIGHTS model_final.pth
 
 Runs on the GPU when MODEL.DEVICE is cuda and one is present, else on the CPU. Writes one PNG
 per input (same base name) into --output.
 """
+
 import argparse
 import glob
 import logging
@@ -15,7 +17,6 @@ import time
 
 import cv2
 import torch
-
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
@@ -31,8 +32,13 @@ def draw(predictions, image_rgb, metadata, mode):
     """Visualisation (RGB array) of one image's predictions."""
     if mode == "auto":
         mode = next(
-            m for m, key in (("panoptic", "panoptic_seg"), ("instance", "instances"),
-                             ("semantic", "sem_seg")) if key in predictions
+            m
+            for m, key in (
+                ("panoptic", "panoptic_seg"),
+                ("instance", "instances"),
+                ("semantic", "sem_seg"),
+            )
+            if key in predictions
         )
     vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
     if mode == "panoptic":
@@ -64,7 +70,9 @@ def main():
         logger.warning("MODEL.WEIGHTS is empty: the predictions come from an untrained model")
     predictor = DefaultPredictor(cfg)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
-    paths = sorted({p for pattern in args.input for p in (glob.glob(os.path.expanduser(pattern)) or [pattern])})
+    paths = sorted(
+        {p for pattern in args.input for p in (glob.glob(os.path.expanduser(pattern)) or [pattern])}
+    )
     os.makedirs(args.output, exist_ok=True)
     for path in paths:
         if not os.path.isfile(path):

@@ -1,4 +1,5 @@
 """Config keys of freqfusion_d2. Depends on detectron2.config only."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_freqfusion_config"]

@@ -1,10 +1,10 @@
 """Every shipped YAML loads through the project's setup and builds its model (no weights);
 the FreqFusion configs carry the official per-model options."""
+
 import glob
 import os
 
 import pytest
-
 from detectron2.modeling import build_model
 
 import freqfusion_d2  # noqa: F401

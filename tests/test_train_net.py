@@ -1,5 +1,6 @@
 """train_net.py on the synthetic dataset: train + --eval-only round trip, --resume, and
 2-process CPU training (gloo)."""
+
 import json
 import os
 import subprocess
@@ -59,9 +60,7 @@ def test_train_eval_only_and_resume(datasets_dir, tmp_path):
     # --eval-only with MODEL.WEIGHTS gives the same numbers as the end-of-training evaluation.
     eval_dir = str(tmp_path / "eval")
     weights = os.path.join(out, "model_final.pth")
-    _train_net(
-        datasets_dir, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", eval_dir, *FAST
-    )
+    _train_net(datasets_dir, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", eval_dir, *FAST)
     evaluated = _results(eval_dir)
     for task in ("panoptic_seg", "sem_seg"):
         for k, v in trained[task].items():
@@ -95,6 +94,10 @@ def test_two_process_cpu_training(datasets_dir, tmp_path):
         out,
         *FAST,
     )
-    assert "DistributedDataParallel" in log or "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+    assert (
+        "DistributedDataParallel" in log
+        or "world size: 2" in log.lower()
+        or "Rank of current process: 0. World size: 2" in log
+    )
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     _check_metrics(_results(out))

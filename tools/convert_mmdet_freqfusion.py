@@ -11,6 +11,7 @@ MODEL.FREQFUSION.FPN_EXTRA_P6 True); the FPN convs by default; the ResNet with -
 set MODEL.RESNETS.STRIDE_IN_1X1 False). The mmdet heads are not converted. See
 freqfusion_d2/modeling/checkpoint_conversion.py for the details.
 """
+
 import argparse
 import logging
 
@@ -33,7 +34,9 @@ def main():
         checkpoint, extra_p6=args.extra_p6, neck=not args.no_neck, backbone=args.backbone
     )
     if counts["freqfusion"] == 0:
-        raise SystemExit(f"{args.input}: no neck.alignment.* tensors found; is it a FreqFusion FPN?")
+        raise SystemExit(
+            f"{args.input}: no neck.alignment.* tensors found; is it a FreqFusion FPN?"
+        )
     torch.save({"model": model, "__author__": "mmdet FreqFusion (converted)"}, args.output)
     logging.info("Wrote %d tensors to %s (%s)", len(model), args.output, counts)
 

@@ -4,6 +4,7 @@ optionally writes them to one JSON file.
 
     python tools/summarize_metrics.py a/eval_results.json b/eval_results.json --names a b
 """
+
 import argparse
 import json
 import math
@@ -24,7 +25,9 @@ def headline(results):
     for task, key in HEADLINE:
         value = results.get(task, {}).get(key)
         name = key if task in ("panoptic_seg", "sem_seg") else f"{task}/{key}"
-        out[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        out[name] = (
+            None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        )
     return out
 
 

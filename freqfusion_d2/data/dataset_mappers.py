@@ -1,4 +1,5 @@
 """Selection of the training dataset mapper by name (``INPUT.DATASET_MAPPER_NAME``)."""
+
 from detectron2.data import DatasetMapper
 from detectron2.utils.registry import Registry
 

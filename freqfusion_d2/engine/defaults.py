@@ -1,9 +1,9 @@
 """Config loading shared by train_net.py, demo/, tools/ and the tests."""
+
 import logging
 from typing import Sequence
 
 import torch
-
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_freqfusion_config

@@ -1,4 +1,5 @@
 """The Trainer behind train_net.py: detectron2's DefaultTrainer with this project's pieces."""
+
 import logging
 import weakref
 

@@ -1,4 +1,5 @@
 """Detectron2 components of freqfusion_d2; importing this registers them."""
+
 from .backbone import (
     FreqFusionFPN,
     build_resnet_freqfusion_fpn_backbone,
@@ -6,3 +7,12 @@ from .backbone import (
 )
 from .checkpoint_conversion import convert_mmdet_freqfusion_state_dict
 from .freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
+
+__all__ = [
+    "FreqFusionFPN",
+    "build_resnet_freqfusion_fpn_backbone",
+    "build_retinanet_resnet_freqfusion_fpn_backbone",
+    "convert_mmdet_freqfusion_state_dict",
+    "freqfusion_kwargs_from_config",
+    "make_freqfusion",
+]

@@ -20,6 +20,7 @@ What carries over to :class:`~freqfusion_d2.modeling.FreqFusionFPN` (input res2-
 * The RPN, box, mask and panoptic heads are organised differently in mmdet and are not
   converted; a converted model needs its heads trained (or fine-tuned) in detectron2.
 """
+
 import logging
 import re
 from typing import Dict, Tuple
@@ -43,7 +44,9 @@ def _resnet_key(key: str):
         return None
     m = re.fullmatch(r"(conv1|bn1)\.(\w+)", key)
     if m:
-        return f"stem.conv1.{m.group(2)}" if m.group(1) == "conv1" else f"stem.conv1.norm.{m.group(2)}"
+        return (
+            f"stem.conv1.{m.group(2)}" if m.group(1) == "conv1" else f"stem.conv1.norm.{m.group(2)}"
+        )
     m = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", key)
     if not m:
         return None

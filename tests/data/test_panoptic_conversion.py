@@ -1,4 +1,5 @@
 """Panoptic -> semantic conversion (Panoptic FPN stuff maps and all-class maps)."""
+
 import json
 import os
 

@@ -1,13 +1,13 @@
 """The synthetic COCO-format dataset: files, consistency of the annotations, registration."""
+
 import json
 import os
 
 import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from pycocotools.coco import COCO
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from freqfusion_d2.data import build_train_mapper, check_dataset_files
 from freqfusion_d2.data.datasets import (
@@ -48,7 +48,9 @@ def test_panoptic_pngs_match_segments_and_semantic_pngs(root):
     all_label = {c["id"]: i for i, c in enumerate(SYNTHETIC_COCO_CATEGORIES)}
     seen_crowd = seen_void = False
     for ann in pan["annotations"]:
-        ids = rgb_to_id(np.asarray(Image.open(os.path.join(paths["panoptic_root"], ann["file_name"]))))
+        ids = rgb_to_id(
+            np.asarray(Image.open(os.path.join(paths["panoptic_root"], ann["file_name"])))
+        )
         stuff = np.asarray(Image.open(os.path.join(paths["sem_seg_root"], ann["file_name"])))
         semseg = np.asarray(Image.open(os.path.join(paths["semseg_all_root"], ann["file_name"])))
         assert set(np.unique(ids)) - {0} == {s["id"] for s in ann["segments_info"]}
@@ -57,7 +59,12 @@ def test_panoptic_pngs_match_segments_and_semantic_pngs(root):
             assert seg["area"] == mask.sum()
             x, y, w, h = seg["bbox"]
             ys, xs = np.nonzero(mask)
-            assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+            assert (x, y, w, h) == (
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+            )
             want = 0 if seg["category_id"] in THING_IDS else stuff_label[seg["category_id"]]
             assert (stuff[mask] == want).all()
             assert (semseg[mask] == all_label[seg["category_id"]]).all()

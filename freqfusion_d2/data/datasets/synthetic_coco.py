@@ -19,6 +19,7 @@ Registered names (``<split>`` is ``train`` or ``val``):
 * ``synthetic_coco_2017_<split>_panoptic_with_sem_seg``: panoptic with all-class semantic
   labels (Mask2Former).
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
