@@ -3,7 +3,7 @@
 PYTHON ?= python
 DEMO_CONFIG ?= configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml
 DEMO_OUT ?= output/demo
-DEMO_ITERS ?= 200
+DEMO_ITERS ?= 150
 DEMO_OPTS ?=
 
 .PHONY: help install data demo test clean-demo
