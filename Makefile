@@ -27,13 +27,14 @@ data: install
 
 demo: data
 	@echo "== Evaluating the untrained model (reference point)"
-	$(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --eval-only \
+	test -f $(DEMO_OUT)/untrained/eval_results.json || \
+	  $(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --eval-only \
 	  MODEL.WEIGHTS "" OUTPUT_DIR $(DEMO_OUT)/untrained $(DEMO_OPTS)
 	@echo "== Training on the CPU ($(DEMO_ITERS) iterations; progress and ETA every 20)"
 	$(PYTHON) train_net.py --config-file $(DEMO_CONFIG) --resume \
 	  SOLVER.MAX_ITER $(DEMO_ITERS) OUTPUT_DIR $(DEMO_OUT) $(DEMO_OPTS)
 	@echo "== Panoptic visualisations of validation images"
-	$(PYTHON) demo/demo.py --config-file $(DEMO_CONFIG) --output $(DEMO_OUT)/vis \
+	$(PYTHON) demo/demo.py --config-file $(DEMO_CONFIG) --output $(DEMO_OUT)/vis --scale 3 \
 	  --input "$${DETECTRON2_DATASETS:-datasets}/synthetic_coco/val2017/00000010000[0-5].jpg" \
 	  --opts MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth $(DEMO_OPTS)
 	$(PYTHON) tools/summarize_metrics.py $(DEMO_OUT)/untrained/eval_results.json \

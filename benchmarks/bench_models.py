@@ -59,7 +59,8 @@ def count_flops(model, inputs):
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
     by_module = flops.by_module()
-    return flops.total(), by_module.get("backbone", 0)
+    # detectron2's wrapper traces the model under the name "model".
+    return flops.total(), by_module.get("model.backbone", by_module.get("backbone", 0))
 
 
 def sync(device):

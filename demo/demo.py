@@ -28,8 +28,8 @@ from freqfusion_d2.engine import setup_cfg
 MODES = ("auto", "panoptic", "instance", "semantic")
 
 
-def draw(predictions, image_rgb, metadata, mode):
-    """Visualisation (RGB array) of one image's predictions."""
+def draw(predictions, image_rgb, metadata, mode, scale=1.0):
+    """Visualisation (RGB array) of one image's predictions, ``scale`` times the image size."""
     if mode == "auto":
         mode = next(
             m
@@ -40,7 +40,7 @@ def draw(predictions, image_rgb, metadata, mode):
             )
             if key in predictions
         )
-    vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+    vis = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
     if mode == "panoptic":
         panoptic_seg, segments_info = predictions["panoptic_seg"]
         out = vis.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info)
@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--mode", choices=MODES, default="auto")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--scale", type=float, default=1.0, help="output size / input size")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     args = parser.parse_args()
     setup_logger(name="freqfusion_d2")
@@ -81,7 +82,7 @@ def main():
         start = time.time()
         with torch.no_grad():
             predictions = predictor(image)
-        vis = draw(predictions, image[:, :, ::-1], metadata, args.mode)
+        vis = draw(predictions, image[:, :, ::-1], metadata, args.mode, args.scale)
         out_path = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         cv2.imwrite(out_path, vis[:, :, ::-1])
         n = len(predictions["instances"]) if "instances" in predictions else 0
