@@ -3,11 +3,11 @@
 
     python benchmarks/bench_models.py [--height 800 --width 1333] [--repeat 5] [--device cpu]
 
-Both models are built from the COCO configs without weights. The box head keeps exactly
-TEST.DETECTIONS_PER_IMAGE detections (score threshold 0), so the mask head does the same work in
-both models and the difference is the FPN. FLOPs are fvcore's counts (one multiply-add = 1
-"flop") with the CARAFE op counted as k*k multiply-adds per output value; grid_sample and other
-element-wise ops are not counted. Times are medians over --repeat runs after a warm-up, with the
+Both models are built from the COCO configs without weights. The RPN keeps exactly
+POST_NMS_TOPK_TEST proposals (no NMS) and the box head exactly TEST.DETECTIONS_PER_IMAGE
+detections (score threshold 0), so the heads do the same work in both models and the difference
+is the FPN. FLOPs are fvcore's counts (one multiply-add = 1 "flop") with the CARAFE op counted
+as k*k multiply-adds per output value; grid_sample and element-wise ops are not counted. Times are medians over --repeat runs after a warm-up, with the
 two models interleaved so that load changes affect both alike.
 """
 
@@ -39,7 +39,11 @@ def carafe_flop_handle(inputs, outputs):
 
 
 def build(config, device, detections):
+    # No RPN NMS and no score threshold: both models keep exactly POST_NMS_TOPK_TEST proposals
+    # and `detections` boxes whatever their random weights predict, so the heads do equal work.
     opts = [
+        "MODEL.RPN.NMS_THRESH",
+        "1.0",
         "MODEL.WEIGHTS",
         "",
         "MODEL.DEVICE",
