@@ -4,11 +4,12 @@
     python benchmarks/bench_models.py [--height 800 --width 1333] [--repeat 5] [--device cpu]
 
 Both models are built from the COCO configs without weights. The RPN keeps exactly
-POST_NMS_TOPK_TEST proposals (no NMS) and the box head exactly TEST.DETECTIONS_PER_IMAGE
-detections (score threshold 0), so the heads do the same work in both models and the difference
-is the FPN. FLOPs are fvcore's counts (one multiply-add = 1 "flop") with the CARAFE op counted
-as k*k multiply-adds per output value; grid_sample and element-wise ops are not counted. Times are medians over --repeat runs after a warm-up, with the
-two models interleaved so that load changes affect both alike.
+POST_NMS_TOPK_TEST proposals (no NMS, zero box deltas) and the box head exactly
+TEST.DETECTIONS_PER_IMAGE detections (score threshold 0), so the heads do the same work in both
+models and the difference is the FPN. FLOPs are fvcore's counts (one multiply-add = 1 "flop")
+with the CARAFE op counted as k*k multiply-adds per output value; grid_sample and element-wise
+ops are not counted. Times are medians over --repeat runs after a warm-up, with the two models
+interleaved so that load changes affect both alike.
 """
 
 import argparse
@@ -54,7 +55,17 @@ def build(config, device, detections):
         str(detections),
     ]
     torch.manual_seed(0)
-    return build_model(setup_cfg(config, opts)).eval()
+    model = build_model(setup_cfg(config, opts)).eval()
+    # Zero box deltas: proposals are the anchors and detections the proposals, so untrained
+    # weights never yield degenerate (removed) boxes and both models run their heads on exactly
+    # as many boxes.
+    for layer in (
+        model.proposal_generator.rpn_head.anchor_deltas,
+        model.roi_heads.box_predictor.bbox_pred,
+    ):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    return model
 
 
 def count_flops(model, inputs):
