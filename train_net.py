@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Train or evaluate freqfusion_d2 models (Panoptic FPN, Mask/Faster R-CNN, ...).
 
-    python train_net.py --config-file configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x_freqfusion.yaml --num-gpus 8
+    python train_net.py --num-gpus 8 \
+        --config-file configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x_freqfusion.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model.pth
     python train_net.py --config-file ... --resume     # continue from OUTPUT_DIR/last_checkpoint
 
 Without GPUs, ``--num-gpus N`` starts N CPU processes (gloo backend).
 """
+
 import json
 import logging
 import os

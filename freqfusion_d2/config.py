@@ -1,4 +1,5 @@
 """Config keys of freqfusion_d2. Depends on detectron2.config only."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_freqfusion_config"]
@@ -70,5 +71,9 @@ def add_freqfusion_config(cfg: CN) -> None:
     # ---------------------------------------------------------------------------------------
     # Evaluation options (freqfusion_d2.evaluation).
     # ---------------------------------------------------------------------------------------
-    # Also report boundary metrics (boundary IoU / boundary PQ) where the evaluator has them.
-    cfg.TEST.BOUNDARY_EVAL = False
+    cfg.TEST.BOUNDARY_EVAL = CN()
+    # Add the boundary-error evaluator (on the semantic, else panoptic, output) when the
+    # dataset has semantic ground truth.
+    cfg.TEST.BOUNDARY_EVAL.ENABLED = False
+    # Width in pixels of the boundary band the boundary metrics are computed in.
+    cfg.TEST.BOUNDARY_EVAL.BAND_KERNEL = 15

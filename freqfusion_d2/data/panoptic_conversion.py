@@ -1,4 +1,5 @@
 """Conversion of COCO panoptic annotations into semantic label maps."""
+
 import json
 import logging
 import os

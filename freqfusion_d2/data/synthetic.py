@@ -6,6 +6,7 @@ crowd of small discs (one ``iscrowd=1`` segment) and sometimes an unlabeled (voi
 noise. Classes differ in colour and texture, so a small model learns them in a few hundred
 iterations.
 """
+
 import json
 import logging
 import os
@@ -72,7 +73,12 @@ def _fill(poly: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _bbox(mask: np.ndarray) -> List[float]:
     ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
 
 
 def render_synthetic_image(
@@ -131,7 +137,9 @@ def render_synthetic_image(
         cat = _THINGS[rng.integers(len(_THINGS))]
         for _attempt in range(20):
             size = rng.uniform(14, 36)
-            cx, cy = rng.uniform(size / 2 + 2, w - size / 2 - 2), rng.uniform(size / 2 + 2, h - size / 2 - 2)
+            cx, cy = rng.uniform(size / 2 + 2, w - size / 2 - 2), rng.uniform(
+                size / 2 + 2, h - size / 2 - 2
+            )
             poly = _thing_polygon(rng, cat["name"], cx, cy, size)
             poly[:, 0] = poly[:, 0].clip(0, w - 1)
             poly[:, 1] = poly[:, 1].clip(0, h - 1)
@@ -230,7 +238,9 @@ def _write_split(out: str, split: str, num_images: int, rng: np.random.Generator
                 "info": info,
                 "images": images,
                 "annotations": panoptic,
-                "categories": [dict(c, supercategory="synthetic") for c in SYNTHETIC_COCO_CATEGORIES],
+                "categories": [
+                    dict(c, supercategory="synthetic") for c in SYNTHETIC_COCO_CATEGORIES
+                ],
             },
             f,
         )

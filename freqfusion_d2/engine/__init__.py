@@ -1,4 +1,5 @@
 """Training wiring: config setup, the Trainer and its checkpointer."""
+
 from .checkpoint import FreqFusionCheckpointer
 from .defaults import setup_cfg
 from .trainer import Trainer

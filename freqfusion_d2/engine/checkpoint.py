@@ -1,13 +1,13 @@
 """Checkpointer with atomic writes and a clear report of FreqFusion weights a checkpoint lacks."""
+
 import logging
 import os
 import tempfile
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.checkpoint import DetectionCheckpointer
+from torch.nn.parallel import DistributedDataParallel
 
 from ..layers import FreqFusion
 
@@ -76,11 +76,10 @@ class FreqFusionCheckpointer(DetectionCheckpointer):
         absent = [
             name
             for name, module in model.named_modules()
-            if isinstance(module, FreqFusion)
-            and any(k.startswith(name + ".") for k in missing)
+            if isinstance(module, FreqFusion) and any(k.startswith(name + ".") for k in missing)
         ]
         if absent:
-            self.logger.warning(
+            logger.warning(
                 "The checkpoint has no (or incomplete) weights for %d FreqFusion module(s): %s. "
                 "They keep their fresh initialisation; this is expected when a detectron2 FPN "
                 "checkpoint (e.g. a model-zoo Panoptic FPN) initialises a FreqFusion model, and "

@@ -1,4 +1,5 @@
 """The Trainer behind train_net.py: detectron2's DefaultTrainer with this project's pieces."""
+
 import logging
 import weakref
 
@@ -9,6 +10,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import build_train_mapper, check_dataset_files
+from ..evaluation import build_evaluator
 from ..solver import build_lr_scheduler, build_optimizer
 from .checkpoint import FreqFusionCheckpointer
 
@@ -73,6 +75,4 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_evaluator
-
         return build_evaluator(cfg, dataset_name, output_folder)

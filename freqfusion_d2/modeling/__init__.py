@@ -6,4 +6,14 @@ from .backbone import (
     build_resnet_freqfusion_fpn_backbone,
     build_retinanet_resnet_freqfusion_fpn_backbone,
 )
+from .checkpoint_conversion import convert_mmdet_freqfusion_state_dict
 from .freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
+
+__all__ = [
+    "FreqFusionFPN",
+    "build_resnet_freqfusion_fpn_backbone",
+    "build_retinanet_resnet_freqfusion_fpn_backbone",
+    "convert_mmdet_freqfusion_state_dict",
+    "freqfusion_kwargs_from_config",
+    "make_freqfusion",
+]

@@ -1,4 +1,5 @@
 """Translation of ``MODEL.FREQFUSION.*`` into FreqFusion constructor arguments."""
+
 from typing import Any, Dict
 
 from ..layers import FreqFusion

@@ -1,5 +1,5 @@
 """Optimizer and learning-rate schedule builders used by the Trainer."""
-from detectron2.solver import build_lr_scheduler as _d2_build_lr_scheduler
+
 from detectron2.solver import build_optimizer as _d2_build_optimizer
 
 from .maskformer import (

@@ -1,4 +1,5 @@
 """Dataset registration; importing this registers the synthetic COCO dataset."""
+
 import os
 
 from detectron2.data import DatasetCatalog
@@ -11,6 +12,16 @@ from .synthetic_coco import (
     register_synthetic_coco,
     synthetic_coco_paths,
 )
+
+__all__ = [
+    "SYNTHETIC_COCO_CATEGORIES",
+    "SYNTHETIC_COCO_ROOT",
+    "check_dataset_files",
+    "dataset_root",
+    "get_synthetic_coco_metadata",
+    "register_synthetic_coco",
+    "synthetic_coco_paths",
+]
 
 if "synthetic_coco_2017_train" not in DatasetCatalog:
     register_synthetic_coco(os.path.join(dataset_root(), SYNTHETIC_COCO_ROOT))

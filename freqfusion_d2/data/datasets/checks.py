@@ -1,4 +1,5 @@
 """Clear errors for dataset files that are missing on disk."""
+
 import os
 
 from detectron2.data import MetadataCatalog

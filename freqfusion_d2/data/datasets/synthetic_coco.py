@@ -8,7 +8,7 @@ The files are made by ``datasets/prepare_synthetic_coco.py`` (see
       {train,val}2017/*.jpg
       annotations/instances_{train,val}2017.json
       annotations/panoptic_{train,val}2017.json
-      annotations/panoptic_{train,val}2017/*.png      # panoptic PNGs
+      panoptic_{train,val}2017/*.png                  # panoptic PNGs
       panoptic_stuff_{train,val}2017/*.png            # things -> 0, stuff -> 1..S, void 255
       panoptic_semseg_{train,val}2017/*.png           # all classes -> 0..K-1, void 255
 
@@ -19,6 +19,7 @@ Registered names (``<split>`` is ``train`` or ``val``):
 * ``synthetic_coco_2017_<split>_panoptic_with_sem_seg``: panoptic with all-class semantic
   labels (Mask2Former).
 """
+
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -56,7 +57,7 @@ def synthetic_coco_paths(root: str, split: str) -> dict:
         "image_root": os.path.join(root, f"{split}2017"),
         "json_file": os.path.join(root, "annotations", f"instances_{split}2017.json"),
         "panoptic_json": os.path.join(root, "annotations", f"panoptic_{split}2017.json"),
-        "panoptic_root": os.path.join(root, "annotations", f"panoptic_{split}2017"),
+        "panoptic_root": os.path.join(root, f"panoptic_{split}2017"),
         "sem_seg_root": os.path.join(root, f"panoptic_stuff_{split}2017"),
         "semseg_all_root": os.path.join(root, f"panoptic_semseg_{split}2017"),
     }

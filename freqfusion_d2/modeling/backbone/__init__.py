@@ -1,4 +1,5 @@
 """Backbones registered in detectron2's BACKBONE_REGISTRY."""
+
 from .freqfusion_fpn import (
     FreqFusionFPN,
     build_resnet_freqfusion_fpn_backbone,

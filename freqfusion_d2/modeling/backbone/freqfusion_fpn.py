@@ -1,15 +1,15 @@
 """Detectron2's FPN with FreqFusion in the top-down path (spec freqfusion.md section 4.2)."""
+
 import math
 from typing import Any, Dict, Optional
 
 import fvcore.nn.weight_init as weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
 
 from ..freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
 
@@ -60,7 +60,9 @@ class FreqFusionFPN(FPN):
             extra_p6: add the mmdet-style P6 lateral and fusion; excludes ``top_block``.
         """
         if extra_p6 and top_block is not None:
-            raise ValueError("FreqFusionFPN: extra_p6=True builds its own P6; top_block must be None")
+            raise ValueError(
+                "FreqFusionFPN: extra_p6=True builds its own P6; top_block must be None"
+            )
         super().__init__(
             bottom_up=bottom_up,
             in_features=in_features,
