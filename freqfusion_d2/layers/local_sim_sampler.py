@@ -32,13 +32,21 @@ def local_cosine_similarity(x: torch.Tensor, window: int = 3, dilation: int = 2)
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    n, c, h, w = x.shape
-    kk = window * window
-    cols = F.unfold(x, window, dilation=dilation, padding=(window // 2) * dilation)
-    cols = cols.view(n, c, kk, h, w)
-    centre = kk // 2
-    sim = F.cosine_similarity(cols[:, :, centre : centre + 1], cols, dim=1)
-    return torch.cat((sim[:, :centre], sim[:, centre + 1 :]), dim=1)
+    # Same arithmetic as F.cosine_similarity (each vector divided by its norm clamped to 1e-8,
+    # then the products summed), but every vector is normalised once and the neighbours are
+    # shifted views, instead of unfolding window**2 copies of the map.
+    h, w = x.shape[-2:]
+    unit = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-8)
+    pad = (window // 2) * dilation
+    padded = F.pad(unit, (pad, pad, pad, pad))
+    sims = []
+    for i in range(window):
+        for j in range(window):
+            if 2 * i + 1 == window and 2 * j + 1 == window:
+                continue
+            neighbour = padded[..., i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+            sims.append((unit * neighbour).sum(dim=1))
+    return torch.stack(sims, dim=1)
 
 
 @functools.lru_cache(maxsize=None)
