@@ -1,4 +1,4 @@
-"""Multi-scale deformable attention (Deformable DETR, Zhu et al., ICLR 2021) for Mask2Former.
+"""Multi-scale deformable attention (Zhu et al., ICLR 2021) for Mask2Former.
 
 ``ms_deform_attn`` runs the compiled kernels of ``freqfusion_d2._C`` (CPU, and CUDA when built) and
 falls back to ``ms_deform_attn_ref`` when they are missing. Both compute, for every batch element
@@ -225,7 +225,7 @@ def ms_deform_attn(
     attention_weights: torch.Tensor,
     im2col_step: int = 64,
 ) -> torch.Tensor:
-    """Multi-scale deformable attention sampling (Deformable DETR's ``MSDeformAttnFunction``).
+    """Multi-scale deformable attention sampling (the upstream ``MSDeformAttnFunction``).
 
     Args:
         value: (N, S, M, D) per-head values of all levels, flattened row-major level after
@@ -269,7 +269,7 @@ def ms_deform_attn(
 
 
 class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention module with Deformable DETR's parameters and init.
+    """Multi-scale deformable attention module with the upstream parameters and init.
 
     Parameter names and shapes equal upstream's (``sampling_offsets``, ``attention_weights``,
     ``value_proj``, ``output_proj``), so upstream checkpoints load unchanged.
@@ -308,7 +308,7 @@ class MSDeformAttn(nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        """Deformable DETR's init: head m starts sampling along the direction 2*pi*m/M.
+        """The upstream init: head m starts sampling along the direction 2*pi*m/M.
 
         The bias of point p is (p + 1) times the head's direction scaled so that its larger
         coordinate is 1, in pixels of every level; the attention starts uniform.
