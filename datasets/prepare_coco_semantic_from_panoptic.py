@@ -13,46 +13,15 @@ Usage::
 """
 
 import argparse
-import functools
-import json
 import logging
-import multiprocessing as mp
 import os
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-import numpy as np
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from PIL import Image
 
-from freqfusion_d2.data.dataset_mappers.utils import rgb2id
+from freqfusion_d2.data.panoptic_conversion import convert_panoptic_to_semantic, semseg_label_map
 
 logger = logging.getLogger("prepare_coco_semantic_from_panoptic")
-
-IGNORE_LABEL = 255
-
-
-def category_to_label() -> Dict[int, int]:
-    """COCO category id -> semantic label (its index in ``COCO_CATEGORIES``)."""
-    return {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)}
-
-
-def panoptic_to_semantic(panoptic: np.ndarray, segments_info: List[dict]) -> np.ndarray:
-    """(H, W, 3) panoptic PNG colours and their segments to an (H, W) uint8 label map."""
-    labels = category_to_label()
-    ids = rgb2id(panoptic)
-    out = np.full(ids.shape, IGNORE_LABEL, dtype=np.uint8)
-    for segment in segments_info:
-        if segment["category_id"] not in labels:
-            raise ValueError(f"segments_info: unknown COCO category id {segment['category_id']}")
-        out[ids == segment["id"]] = labels[segment["category_id"]]
-    return out
-
-
-def _convert_one(annotation: dict, panoptic_dir: str, out_dir: str) -> None:
-    name = annotation["file_name"]
-    panoptic = np.asarray(Image.open(os.path.join(panoptic_dir, name)).convert("RGB"))
-    semantic = panoptic_to_semantic(panoptic, annotation["segments_info"])
-    Image.fromarray(semantic).save(os.path.join(out_dir, name))
 
 
 def convert_split(root: str, split: str, workers: int = 1) -> int:
@@ -60,21 +29,16 @@ def convert_split(root: str, split: str, workers: int = 1) -> int:
     json_file = os.path.join(root, "coco", "annotations", f"panoptic_{split}2017.json")
     panoptic_dir = os.path.join(root, "coco", f"panoptic_{split}2017")
     out_dir = os.path.join(root, "coco", f"panoptic_semseg_{split}2017")
-    for path in (json_file, panoptic_dir):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"COCO panoptic data not found: {path!r}")
-    with open(json_file) as f:
-        annotations = json.load(f)["annotations"]
-    os.makedirs(out_dir, exist_ok=True)
-    convert = functools.partial(_convert_one, panoptic_dir=panoptic_dir, out_dir=out_dir)
-    if workers > 1:
-        with mp.Pool(processes=workers) as pool:
-            pool.map(convert, annotations, chunksize=64)
-    else:
-        for annotation in annotations:
-            convert(annotation)
-    logger.info("%s: wrote %d label maps to %s", split, len(annotations), out_dir)
-    return len(annotations)
+    # Labels are positions in COCO_CATEGORIES; pixels in no segment get 255 (the default).
+    count = convert_panoptic_to_semantic(
+        json_file,
+        panoptic_dir,
+        out_dir,
+        semseg_label_map(COCO_CATEGORIES),
+        num_workers=workers if workers > 1 else 0,
+    )
+    logger.info("%s: wrote %d label maps to %s", split, count, out_dir)
+    return count
 
 
 def main(argv: Optional[List[str]] = None) -> None:

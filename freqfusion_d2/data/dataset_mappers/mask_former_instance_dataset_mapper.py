@@ -5,16 +5,14 @@ non-crowd instance annotation (polygons, RLE or binary array). Training only.
 """
 
 import copy
-import logging
-from typing import List
 
 import torch
-from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .augmentations import build_instance_augmentation
 from .build import DATASET_MAPPER_REGISTRY
+from .mask_former_dataset_mapper_base import MaskFormerDatasetMapperBase
 from .utils import (
     image_to_tensor,
     masks_to_instances,
@@ -24,44 +22,15 @@ from .utils import (
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
-logger = logging.getLogger(__name__)
-
 
 @DATASET_MAPPER_REGISTRY.register()
-class MaskFormerInstanceDatasetMapper:
+class MaskFormerInstanceDatasetMapper(MaskFormerDatasetMapperBase):
     """Maps an instance dataset dict (``annotations``) to training inputs.
 
     Output: ``"image"`` uint8 (3, H, W) and ``"instances"`` with ``gt_classes`` and
     ``gt_masks`` (N, H, W) bool. With ``size_divisibility > 0`` the image is padded bottom-right
     to exactly that square size with 128 and the masks with 0.
     """
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        size_divisibility: int,
-    ):
-        """
-        Args:
-            is_train: must be True; evaluation uses detectron2's ``DatasetMapper``.
-            augmentations: augmentations, applied in order.
-            image_format: format for :func:`detectron2.data.detection_utils.read_image`.
-            size_divisibility: if > 0, the fixed square size to pad to.
-        """
-        if not is_train:
-            raise ValueError(
-                f"is_train: {type(self).__name__} is for training only; evaluation uses "
-                "detectron2's DatasetMapper"
-            )
-        self.is_train = is_train
-        self.tfm_gens = augmentations
-        self.img_format = image_format
-        self.size_divisibility = size_divisibility
-        logger.info("[%s] augmentations: %s", type(self).__name__, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):

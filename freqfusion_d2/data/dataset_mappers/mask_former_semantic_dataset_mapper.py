@@ -5,7 +5,6 @@ map (ignore label excluded), in ascending class order. Training only.
 """
 
 import copy
-import logging
 from typing import List
 
 import numpy as np
@@ -17,15 +16,14 @@ from detectron2.data import transforms as T
 
 from .augmentations import build_semantic_augmentation
 from .build import DATASET_MAPPER_REGISTRY
+from .mask_former_dataset_mapper_base import MaskFormerDatasetMapperBase
 from .utils import image_to_tensor, masks_to_instances, pad_bottom_right
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
 
-logger = logging.getLogger(__name__)
-
 
 @DATASET_MAPPER_REGISTRY.register()
-class MaskFormerSemanticDatasetMapper:
+class MaskFormerSemanticDatasetMapper(MaskFormerDatasetMapperBase):
     """Maps a semantic-segmentation dataset dict (``sem_seg_file_name``) to training inputs.
 
     Output: ``"image"`` uint8 (3, H, W), ``"sem_seg"`` int64 (H, W) and ``"instances"`` with
@@ -51,17 +49,13 @@ class MaskFormerSemanticDatasetMapper:
             ignore_label: label value excluded from the targets (and used for padding).
             size_divisibility: if > 0, the fixed square size to pad to.
         """
-        if not is_train:
-            raise ValueError(
-                f"is_train: {type(self).__name__} is for training only; evaluation uses "
-                "detectron2's DatasetMapper"
-            )
-        self.is_train = is_train
-        self.tfm_gens = augmentations
-        self.img_format = image_format
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            size_divisibility=size_divisibility,
+        )
         self.ignore_label = ignore_label
-        self.size_divisibility = size_divisibility
-        logger.info("[%s] augmentations: %s", type(self).__name__, augmentations)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
