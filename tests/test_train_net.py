@@ -15,6 +15,9 @@ from freqfusion_d2.data.synthetic import generate_synthetic_coco
 
 ROOT = os.path.dirname(os.path.abspath(__file__ + "/.."))
 CONFIG = os.path.join(ROOT, "configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml")
+M2F_CONFIG = os.path.join(
+    ROOT, "configs/COCO-PanopticSegmentation/mask2former_tiny_FreqFusion_R18_synthetic_cpu.yaml"
+)
 FAST = ["DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "10"]
 
 
@@ -25,10 +28,10 @@ def datasets_dir(tmp_path_factory):
     return str(root)
 
 
-def _train_net(datasets_dir, *args):
+def _train_net(datasets_dir, *args, config=CONFIG):
     env = dict(os.environ, DETECTRON2_DATASETS=datasets_dir, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", CONFIG, *args],
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -98,3 +101,36 @@ def test_two_process_cpu_training(datasets_dir, tmp_path):
     assert "Rank of current process: 0. World size: 2" in log
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     _check_metrics(_results(out))
+
+
+def test_mask2former_train_then_eval_only(datasets_dir, tmp_path):
+    # The tiny Mask2Former (FreqFusion pixel decoder) through the same Trainer: AdamW recipe,
+    # LSJ mapper, then PQ (panoptic), mask AP (InstanceSegEvaluator) and mIoU on the
+    # *_panoptic_with_sem_seg split.
+    out = str(tmp_path / "m2f")
+    schedule = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.IMS_PER_BATCH", "2"]
+    _train_net(datasets_dir, *schedule, "OUTPUT_DIR", out, *FAST, config=M2F_CONFIG)
+    weights = os.path.join(out, "model_final.pth")
+    state = torch.load(weights, weights_only=False)["trainer"]["_trainer"]
+    groups = state["optimizer"]["param_groups"]
+    assert "betas" in groups[0]  # AdamW (Mask2Former recipe), not detectron2's SGD
+    trained = _results(out)
+    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(trained["panoptic_seg"])
+    assert "AP" in trained["segm"]
+    assert {"mIoU", "IoU-disc", "IoU-sky"} <= set(trained["sem_seg"])
+
+    eval_dir = str(tmp_path / "m2f_eval")
+    _train_net(
+        datasets_dir,
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        weights,
+        "OUTPUT_DIR",
+        eval_dir,
+        *FAST,
+        config=M2F_CONFIG,
+    )
+    evaluated = _results(eval_dir)
+    for task in ("panoptic_seg", "segm", "sem_seg"):
+        for k, v in trained[task].items():
+            assert evaluated[task][k] == pytest.approx(v, abs=1e-6, nan_ok=True), (task, k)

@@ -104,6 +104,21 @@ def test_registration_and_metadata(root):
     with_sem = DatasetCatalog.get("synthtest_val_panoptic_with_sem_seg")
     assert len(with_sem) == 3 and os.path.exists(with_sem[0]["sem_seg_file_name"])
     assert all(s["category_id"] < 6 for d in with_sem for s in d["segments_info"])
+    # Mask2Former's convention: one contiguous space over all classes (their list order, the
+    # semantic PNG labels); things only in thing_classes; the stuff map covers every class.
+    meta = MetadataCatalog.get("synthtest_val_panoptic_with_sem_seg")
+    assert meta.thing_classes == ["disc", "box", "triangle"]
+    assert meta.stuff_classes == [c["name"] for c in SYNTHETIC_COCO_CATEGORIES]
+    assert meta.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1, 4: 2}
+    assert meta.stuff_dataset_id_to_contiguous_id == {1: 0, 2: 1, 4: 2, 7: 3, 9: 4, 10: 5}
+    for cid in meta.thing_dataset_id_to_contiguous_id.values():
+        assert meta.thing_classes[cid] == meta.stuff_classes[cid]
+    for d in with_sem:  # segment classes are the labels of the semantic PNG
+        ids = rgb_to_id(np.asarray(Image.open(d["pan_seg_file_name"])))
+        semseg = np.asarray(Image.open(d["sem_seg_file_name"]))
+        for s in d["segments_info"]:
+            assert s["isthing"] == (s["category_id"] < 3)
+            assert (semseg[ids == s["id"]] == s["category_id"]).all()
     assert len(DatasetCatalog.get("synthtest_val")) == 3
 
 

@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 # The one list of classes: COCO-like non-contiguous ids; "color" is both the visualisation
-# color and the base color the generator paints the class with.
+# color and the base color the generator paints the class with. Things come first, as in COCO,
+# so that in the Mask2Former metadata thing_classes[i] names contiguous id i.
 SYNTHETIC_COCO_CATEGORIES = [
     {"id": 1, "name": "disc", "isthing": 1, "color": [220, 20, 60]},
     {"id": 2, "name": "box", "isthing": 1, "color": [30, 60, 200]},
@@ -68,8 +69,15 @@ def get_synthetic_coco_metadata(kind: str) -> dict:
 
     Args:
         kind: "instances", "panoptic_separated" (Panoptic FPN: stuff class 0 is "things") or
-            "panoptic_standard" (every class in both thing_* and stuff_* lists, as detectron2's
-            COCO panoptic metadata).
+            "panoptic_with_sem_seg" (Mask2Former's convention, as for
+            ``coco_2017_*_panoptic_with_sem_seg``: contiguous id i is the position of the class
+            in :data:`SYNTHETIC_COCO_CATEGORIES`, things first; ``thing_classes`` lists the
+            things only, ``stuff_classes`` and ``stuff_dataset_id_to_contiguous_id`` cover every
+            class, so that the semantic evaluator scores all of them, and
+            ``thing_dataset_id_to_contiguous_id`` maps the thing ids into that same space).
+
+    Raises:
+        ValueError: for an unknown ``kind``.
     """
     things = [c for c in SYNTHETIC_COCO_CATEGORIES if c["isthing"]]
     stuff = [c for c in SYNTHETIC_COCO_CATEGORIES if not c["isthing"]]
@@ -88,23 +96,18 @@ def get_synthetic_coco_metadata(kind: str) -> dict:
             {c["id"]: i + 1 for i, c in enumerate(stuff)}
         )
         return meta
-    if kind == "panoptic_standard":
+    if kind == "panoptic_with_sem_seg":
         cats = SYNTHETIC_COCO_CATEGORIES
-        ids = {c["id"]: i for i, c in enumerate(cats)}
-        return {
-            "thing_classes": [c["name"] for c in cats],
-            "thing_colors": [c["color"] for c in cats],
-            "stuff_classes": [c["name"] for c in cats],
-            "stuff_colors": [c["color"] for c in cats],
-            "thing_dataset_id_to_contiguous_id": {
-                c["id"]: ids[c["id"]] for c in cats if c["isthing"]
-            },
-            "stuff_dataset_id_to_contiguous_id": {
-                c["id"]: ids[c["id"]] for c in cats if not c["isthing"]
-            },
+        meta["stuff_classes"] = [c["name"] for c in cats]
+        meta["stuff_colors"] = [c["color"] for c in cats]
+        meta["thing_dataset_id_to_contiguous_id"] = {
+            c["id"]: i for i, c in enumerate(cats) if c["isthing"]
         }
+        meta["stuff_dataset_id_to_contiguous_id"] = {c["id"]: i for i, c in enumerate(cats)}
+        return meta
     raise ValueError(
-        f"kind must be 'instances', 'panoptic_separated' or 'panoptic_standard', got {kind!r}"
+        "kind must be 'instances', 'panoptic_separated' or 'panoptic_with_sem_seg', "
+        f"got {kind!r}"
     )
 
 
@@ -132,7 +135,7 @@ def _load_panoptic_with_sem_seg(name, paths):
         paths["panoptic_json"],
         paths["image_root"],
         paths["panoptic_root"],
-        get_synthetic_coco_metadata("panoptic_standard"),
+        get_synthetic_coco_metadata("panoptic_with_sem_seg"),
     )
     for d in dicts:
         stem = os.path.splitext(os.path.basename(d["pan_seg_file_name"]))[0]
@@ -194,5 +197,5 @@ def register_synthetic_coco(root: str, prefix: str = "synthetic_coco_2017") -> N
             ignore_label=255,
             label_divisor=1000,
             **common,
-            **get_synthetic_coco_metadata("panoptic_standard"),
+            **get_synthetic_coco_metadata("panoptic_with_sem_seg"),
         )
