@@ -1,55 +1,69 @@
 #!/usr/bin/env python
-"""Detectron2-style ADE20K semantic labels: annotations_detectron2/{training,validation}/*.png.
+"""Converts ADE20K (SceneParsing, ADEChallengeData2016) labels to the Detectron2 layout.
 
-    python datasets/prepare_ade20k_sem_seg.py
+Reads ``$DETECTRON2_DATASETS/ADEChallengeData2016/annotations/{training,validation}/*.png``
+(raw labels: 0 = "other", 1..150 = the classes) and writes
+``ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png`` with label v - 1 for
+the classes (0..149) and 255 (the ignore value) for raw 0, as ``ade20k_sem_seg_{train,val}``
+expect.
 
-ADE20K's raw labels are 0 (other) and 1..150; detectron2's ``ade20k_sem_seg_{train,val}``
-datasets expect 0..149 with 255 for "other", which this script writes.
+Usage::
+
+    python datasets/prepare_ade20k_sem_seg.py [--root DIR]
 """
 
 import argparse
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+from typing import List, Optional
 
 import numpy as np
 from PIL import Image
 
-from freqfusion_d2.data import dataset_root
+logger = logging.getLogger("prepare_ade20k_sem_seg")
+
+SPLITS = ("training", "validation")
+IGNORE_LABEL = 255
 
 
-def convert(args):
-    src, dst = args
-    labels = np.asarray(Image.open(src)).astype(np.int64)
-    Image.fromarray(np.where(labels == 0, 255, labels - 1).astype(np.uint8)).save(dst)
+def convert_label(raw: np.ndarray) -> np.ndarray:
+    """Raw ADE20K label map (uint8, 0..150) to the Detectron2 one (0..149, 255 = ignore)."""
+    if raw.ndim != 2 or raw.dtype != np.uint8:
+        raise ValueError(f"raw: expected a 2-D uint8 label map, got {raw.dtype} {raw.shape}")
+    if raw.max(initial=0) > 150:
+        raise ValueError(f"raw: labels must be in 0..150, found {int(raw.max())}")
+    out = raw.astype(np.int16) - 1
+    out[out < 0] = IGNORE_LABEL
+    return out.astype(np.uint8)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def convert_split(ade_root: str, split: str) -> int:
+    """Converts one split; returns the number of files written."""
+    in_dir = os.path.join(ade_root, "annotations", split)
+    out_dir = os.path.join(ade_root, "annotations_detectron2", split)
+    if not os.path.isdir(in_dir):
+        raise FileNotFoundError(f"ADE20K label folder not found: {in_dir!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    names = sorted(n for n in os.listdir(in_dir) if n.endswith(".png"))
+    for name in names:
+        raw = np.asarray(Image.open(os.path.join(in_dir, name)))
+        Image.fromarray(convert_label(raw)).save(os.path.join(out_dir, name))
+    logger.info("%s: wrote %d label maps to %s", split, len(names), out_dir)
+    return len(names)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--root", default=None, help="default: $DETECTRON2_DATASETS/ADEChallengeData2016"
+        "--root",
+        default=os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")),
+        help="folder holding ADEChallengeData2016 (default: $DETECTRON2_DATASETS or 'datasets')",
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = args.root or os.path.join(dataset_root(), "ADEChallengeData2016")
-    for split in ("training", "validation"):
-        src_dir = os.path.join(root, "annotations", split)
-        if not os.path.isdir(src_dir):
-            raise SystemExit(
-                f"{src_dir} not found: unzip ADEChallengeData2016.zip into {dataset_root()}"
-            )
-        dst_dir = os.path.join(root, "annotations_detectron2", split)
-        os.makedirs(dst_dir, exist_ok=True)
-        jobs = [
-            (os.path.join(src_dir, n), os.path.join(dst_dir, n))
-            for n in sorted(os.listdir(src_dir))
-            if n.endswith(".png")
-        ]
-        with ProcessPoolExecutor(args.workers) as pool:
-            list(pool.map(convert, jobs, chunksize=64))
-        logging.info("%s: %d files", dst_dir, len(jobs))
+    args = parser.parse_args(argv)
+    for split in SPLITS:
+        convert_split(os.path.join(args.root, "ADEChallengeData2016"), split)
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
     main()

@@ -7,6 +7,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_freqfusion_config
+from ..config_maskformer2 import add_maskformer2_config
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +15,7 @@ __all__ = ["setup_cfg"]
 
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """Detectron2's defaults + this project's keys, then ``config_file``, then ``opts``.
+    """Detectron2's defaults + this project's keys (FPN models and Mask2Former), then ``config_file``, then ``opts``.
 
     Without a GPU, a config asking for ``MODEL.DEVICE`` "cuda" runs on the CPU (logged).
 
@@ -24,7 +25,10 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), freeze: bool = Tr
         freeze: freeze the returned config.
     """
     cfg = get_cfg()
+    # add_maskformer2_config declares only keys not declared yet, so the project's own defaults
+    # (e.g. INPUT.DATASET_MAPPER_NAME "") win; Mask2Former YAMLs set what they need.
     add_freqfusion_config(cfg)
+    add_maskformer2_config(cfg)
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))

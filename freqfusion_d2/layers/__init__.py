@@ -1,7 +1,9 @@
 """Layers of freqfusion_d2: compiled ops and the FreqFusion module. Depends on torch only."""
+
 from .carafe import CARAFE, carafe, carafe_ref
 from .freqfusion import FreqFusion, normalize_kernels
 from .local_sim_sampler import LocalSimGuidedSampler, local_cosine_similarity
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_ref
 
 __all__ = [
     "CARAFE",
@@ -11,4 +13,7 @@ __all__ = [
     "normalize_kernels",
     "LocalSimGuidedSampler",
     "local_cosine_similarity",
+    "MSDeformAttn",
+    "ms_deform_attn",
+    "ms_deform_attn_ref",
 ]

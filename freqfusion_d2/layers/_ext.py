@@ -1,4 +1,5 @@
 """Loads the compiled extension ``freqfusion_d2._C`` once, tolerating its absence."""
+
 import functools
 import logging
 from types import ModuleType

@@ -13,6 +13,7 @@ Dtype rule: the output has the dtype of ``features``; ``masks`` of another float
 to it first (their gradient comes back in their own dtype). Half and bfloat16 are accumulated in
 float32 by the compiled kernels.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -7,6 +7,7 @@ upsampled ``lr`` where its local similarity suggests misalignment. Both filters 
 kernels. Parameter names and shapes match the official module, so its checkpoints load with
 ``strict=True``.
 """
+
 import logging
 
 import numpy as np

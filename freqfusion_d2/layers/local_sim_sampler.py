@@ -1,4 +1,5 @@
 """The offset generator of FreqFusion: a local-similarity-guided resampler (``dysampler``)."""
+
 import functools
 import logging
 
@@ -31,13 +32,21 @@ def local_cosine_similarity(x: torch.Tensor, window: int = 3, dilation: int = 2)
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    n, c, h, w = x.shape
-    kk = window * window
-    cols = F.unfold(x, window, dilation=dilation, padding=(window // 2) * dilation)
-    cols = cols.view(n, c, kk, h, w)
-    centre = kk // 2
-    sim = F.cosine_similarity(cols[:, :, centre : centre + 1], cols, dim=1)
-    return torch.cat((sim[:, :centre], sim[:, centre + 1 :]), dim=1)
+    # Same arithmetic as F.cosine_similarity (each vector divided by its norm clamped to 1e-8,
+    # then the products summed), but every vector is normalised once and the neighbours are
+    # shifted views, instead of unfolding window**2 copies of the map.
+    h, w = x.shape[-2:]
+    unit = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-8)
+    pad = (window // 2) * dilation
+    padded = F.pad(unit, (pad, pad, pad, pad))
+    sims = []
+    for i in range(window):
+        for j in range(window):
+            if 2 * i + 1 == window and 2 * j + 1 == window:
+                continue
+            neighbour = padded[..., i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+            sims.append((unit * neighbour).sum(dim=1))
+    return torch.stack(sims, dim=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,24 +164,27 @@ class LocalSimGuidedSampler(nn.Module):
         return self._sample(feat2sample, offset)
 
     def _sample(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        # Half-precision coordinates would be off by up to ~0.03 px on a 64-px map; the grid is
+        # small, so half inputs are sampled in float32 (as autocast does for grid_sample).
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         n, _, h, w = offset.shape
         s = self.scale
-        offset = offset.view(n, 2, -1, h, w)
+        offset = offset.view(n, 2, -1, h, w).to(dtype)
         ys, xs = torch.meshgrid(
-            torch.arange(h, device=x.device, dtype=x.dtype) + 0.5,
-            torch.arange(w, device=x.device, dtype=x.dtype) + 0.5,
+            torch.arange(h, device=x.device, dtype=dtype) + 0.5,
+            torch.arange(w, device=x.device, dtype=dtype) + 0.5,
             indexing="ij",
         )
         coords = torch.stack([xs, ys]).view(1, 2, 1, h, w)
-        normalizer = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
-        coords = 2 * (coords + offset.to(x.dtype)) / normalizer - 1
+        normalizer = torch.tensor([w, h], dtype=dtype, device=x.device).view(1, 2, 1, 1, 1)
+        coords = 2 * (coords + offset) / normalizer - 1
         coords = F.pixel_shuffle(coords.view(n, -1, h, w), s)
         coords = coords.view(n, 2, -1, s * h, s * w).permute(0, 2, 3, 4, 1).flatten(0, 1)
         out = F.grid_sample(
-            x.reshape(n * self.groups, -1, x.size(-2), x.size(-1)),
+            x.reshape(n * self.groups, -1, x.size(-2), x.size(-1)).to(dtype),
             coords,
             mode="bilinear",
             align_corners=False,
             padding_mode="border",
         )
-        return out.view(n, -1, s * h, s * w)
+        return out.view(n, -1, s * h, s * w).to(x.dtype)

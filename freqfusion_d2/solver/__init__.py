@@ -1,9 +1,22 @@
 """Optimizer and learning-rate schedule builders used by the Trainer."""
 
-from detectron2.solver import build_lr_scheduler as _d2_build_lr_scheduler
 from detectron2.solver import build_optimizer as _d2_build_optimizer
 
-__all__ = ["build_optimizer", "build_lr_scheduler"]
+from .maskformer import (
+    build_maskformer_lr_scheduler,
+    build_maskformer_optimizer,
+    get_maskformer_param_groups,
+    maybe_add_full_model_gradient_clipping,
+)
+
+__all__ = [
+    "build_optimizer",
+    "build_lr_scheduler",
+    "build_maskformer_lr_scheduler",
+    "build_maskformer_optimizer",
+    "get_maskformer_param_groups",
+    "maybe_add_full_model_gradient_clipping",
+]
 
 
 def build_optimizer(cfg, model):

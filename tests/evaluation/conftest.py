@@ -174,10 +174,11 @@ def random_panoptic_set(tmp_path):
 
 @pytest.fixture(scope="session")
 def synth():
-    """This module's helpers (CATEGORIES, write_png, random_gt, ...), without importing conftest."""
-    import sys
+    """This module's helpers (CATEGORIES, write_png, random_gt, ...), without importing conftest
+    (several test folders have a conftest module)."""
+    import types
 
-    return sys.modules[__name__]
+    return types.SimpleNamespace(**globals())
 
 
 THING_CONTIGUOUS = {c["id"]: i for i, c in enumerate(CATEGORIES) if c["isthing"]}

@@ -9,7 +9,7 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 from pycocotools.coco import COCO
@@ -263,10 +263,9 @@ def test_sem_seg_hand_worked_and_ade_raw_labels(tmp_path, sem_seg_names):
         assert res["fwIoU"] == pytest.approx(100 * (2 / 5 / 3 + 3 / 5 / 2))
         assert res["mACC"] == pytest.approx(100 * (1 / 2 + 2 / 3) / 2)
         assert res["pACC"] == pytest.approx(60.0)
-    # Without the flag the raw labels would be read as classes 0..2 (here: a mismatch).
-    assert isinstance(
-        build_sem_seg_evaluator("ffd2_sem_raw", raw_ade_labels=False), SemSegEvaluator
-    )
+    # Without the flag the raw labels are read as classes (1 -> "b", 2 -> out of range).
+    res = _run(build_sem_seg_evaluator("ffd2_sem_raw", raw_ade_labels=False), dicts, outputs)
+    assert res["sem_seg"]["mIoU"] != pytest.approx(100 * (1 / 3 + 1 / 2) / 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Dataset registration; importing this registers the synthetic COCO dataset."""
+"""Dataset registration; importing this registers the synthetic COCO dataset and the datasets
+Mask2Former adds (COCO panoptic with semantic PNGs, ADE20K)."""
 
 import os
 
 from detectron2.data import DatasetCatalog
 
+from . import register_maskformer  # noqa: F401  (COCO panoptic with semantic PNGs, ADE20K)
 from .checks import check_dataset_files, dataset_root
 from .synthetic_coco import (
     SYNTHETIC_COCO_CATEGORIES,

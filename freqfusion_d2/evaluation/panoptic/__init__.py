@@ -33,7 +33,15 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-__all__ = ["pq_compute", "rgb2id", "id2rgb", "format_pq_table", "PQStat", "VOID"]
+__all__ = [
+    "pq_compute",
+    "pq_single_image",
+    "rgb2id",
+    "id2rgb",
+    "format_pq_table",
+    "PQStat",
+    "VOID",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -30,4 +30,11 @@ TORCH_LIBRARY(freqfusion_d2, m) {
   m.def(
       "carafe_backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
       "int group_size, int scale_factor) -> (Tensor, Tensor)");
+  m.def(
+      "ms_deform_attn_forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+      "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+  m.def(
+      "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+      "-> (Tensor, Tensor, Tensor)");
 }

@@ -5,9 +5,12 @@ from .freqfusion_fpn import (
     build_resnet_freqfusion_fpn_backbone,
     build_retinanet_resnet_freqfusion_fpn_backbone,
 )
+from .swin import D2SwinTransformer, SwinTransformer
 
 __all__ = [
     "FreqFusionFPN",
     "build_resnet_freqfusion_fpn_backbone",
     "build_retinanet_resnet_freqfusion_fpn_backbone",
+    "D2SwinTransformer",
+    "SwinTransformer",
 ]
