@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 import freqfusion_d2  # noqa: F401
 from freqfusion_d2.data.datasets import SYNTHETIC_COCO_ROOT
@@ -134,3 +135,32 @@ def test_mask2former_train_then_eval_only(datasets_dir, tmp_path):
     for task in ("panoptic_seg", "segm", "sem_seg"):
         for k, v in trained[task].items():
             assert evaluated[task][k] == pytest.approx(v, abs=1e-6, nan_ok=True), (task, k)
+
+
+@pytest.mark.parametrize("mode", ["auto", "semantic"])
+def test_demo_writes_visualisations(datasets_dir, tmp_path, mode):
+    image = os.path.join(datasets_dir, SYNTHETIC_COCO_ROOT, "val2017", "000000100000.jpg")
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets_dir, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "demo", "demo.py"),
+            "--config-file",
+            CONFIG,
+            "--input",
+            image,
+            "--output",
+            str(tmp_path / "vis"),
+            "--mode",
+            mode,
+            "--scale",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Image.open(tmp_path / "vis" / "000000100000.png")
+    assert out.size == tuple(2 * s for s in Image.open(image).size)

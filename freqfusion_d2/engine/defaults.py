@@ -15,7 +15,8 @@ __all__ = ["setup_cfg"]
 
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """Detectron2's defaults + this project's keys (FPN models and Mask2Former), then ``config_file``, then ``opts``.
+    """Detectron2's defaults + this project's keys (FPN models and Mask2Former), then
+    ``config_file``, then ``opts``.
 
     Without a GPU, a config asking for ``MODEL.DEVICE`` "cuda" runs on the CPU (logged).
 

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-# Meta-architectures trained with the Mask2Former recipe (AdamW, full-model clipping, poly LR).
+# Meta-architectures trained with the Mask2Former recipe (param groups, AdamW, poly schedule).
 _MASKFORMER_ARCHS = ("MaskFormer",)
 
 
@@ -35,9 +35,8 @@ def build_optimizer(cfg, model):
 
 
 def build_lr_scheduler(cfg, optimizer):
-    """:func:`build_maskformer_lr_scheduler` for ``MODEL.META_ARCHITECTURE == "MaskFormer"``;
-    otherwise detectron2's schedule from ``SOLVER.LR_SCHEDULER_NAME`` (warmup + steps by
-    default)."""
-    if cfg.MODEL.META_ARCHITECTURE in _MASKFORMER_ARCHS:
+    """The schedule named by ``SOLVER.LR_SCHEDULER_NAME``: ``WarmupPolyLR`` (Mask2Former) or
+    one of detectron2's (warmup + steps by default)."""
+    if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":
         return build_maskformer_lr_scheduler(cfg, optimizer)
     return _d2_build_lr_scheduler(cfg, optimizer)
