@@ -168,45 +168,55 @@ inline void store_row(scalar_t* __restrict__ dst, const acc_t* __restrict__ src,
   }
 }
 
-// One task = one (n, g, y) output row of every channel of group g.
+// One task = the s output rows (n, g, sy * s + t), t < s, of every channel of group g. They read
+// the same source rows, so each padded source row is loaded once per task.
 template <typename scalar_t>
 void forward_kernel(const Geometry& d, const scalar_t* F, const scalar_t* M, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t Wp = (d.W + 2 * d.r) * d.s;
   const at::Tensor padded_features = expand_features(d, F);
   const acc_t* P = padded_features.const_data_ptr<acc_t>();
-  at::parallel_for(0, d.N * d.G * d.Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(d.Cg * d.Wo);
-    std::vector<acc_t> mrows(d.kk * d.Wo);
+  at::parallel_for(0, d.N * d.G * d.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(d.s * d.Cg * d.Wo);
+    std::vector<acc_t> mrows(d.s * d.kk * d.Wo);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t y = task % d.Ho;
-      const int64_t g = (task / d.Ho) % d.G;
-      const int64_t n = task / (d.Ho * d.G);
+      const int64_t sy = task % d.H;
+      const int64_t g = (task / d.H) % d.G;
+      const int64_t n = task / (d.H * d.G);
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t t = 0; t < d.kk; ++t) {
-        const int64_t mc = (n * d.G + g) * d.kk + t;
-        load_row(mrows.data() + t * d.Wo, M + (mc * d.Ho + y) * d.Wo, d.Wo);
-      }
-      for (int64_t c = 0; c < d.Cg; ++c) {
-        const acc_t* pplane = P + (n * d.C + g * d.Cg + c) * d.H * Wp;
-        acc_t* a = acc.data() + c * d.Wo;
-        for (int64_t i = 0; i < d.k; ++i) {
-          const int64_t row = y / d.s + i - d.r;
-          if (row < 0 || row >= d.H) continue;
-          taps_row(a, mrows.data() + i * d.k * d.Wo, d.Wo, pplane + row * Wp, d.k, d.s, d.Wo);
+      for (int64_t t = 0; t < d.s; ++t) {
+        for (int64_t tap = 0; tap < d.kk; ++tap) {
+          const int64_t mc = (n * d.G + g) * d.kk + tap;
+          load_row(mrows.data() + (t * d.kk + tap) * d.Wo, M + (mc * d.Ho + sy * d.s + t) * d.Wo,
+                   d.Wo);
         }
       }
       for (int64_t c = 0; c < d.Cg; ++c) {
-        scalar_t* orow = out + ((n * d.C + g * d.Cg + c) * d.Ho + y) * d.Wo;
-        store_row(orow, acc.data() + c * d.Wo, d.Wo);
+        const acc_t* pplane = P + (n * d.C + g * d.Cg + c) * d.H * Wp;
+        for (int64_t i = 0; i < d.k; ++i) {
+          const int64_t row = sy + i - d.r;
+          if (row < 0 || row >= d.H) continue;
+          for (int64_t t = 0; t < d.s; ++t) {
+            taps_row(acc.data() + (t * d.Cg + c) * d.Wo,
+                     mrows.data() + (t * d.kk + i * d.k) * d.Wo, d.Wo, pplane + row * Wp, d.k,
+                     d.s, d.Wo);
+          }
+        }
+      }
+      for (int64_t t = 0; t < d.s; ++t) {
+        for (int64_t c = 0; c < d.Cg; ++c) {
+          scalar_t* orow = out + ((n * d.C + g * d.Cg + c) * d.Ho + sy * d.s + t) * d.Wo;
+          store_row(orow, acc.data() + (t * d.Cg + c) * d.Wo, d.Wo);
+        }
       }
     }
   });
 }
 
 // grad_masks[n, g*kk + ij, y, x] = sum_{c in g} grad_out[n, c, y, x] * F[n, c, tap(ij, y, x)].
-// One task = one (n, g, y) row of the group's k*k mask channels; out-of-bounds taps read the
-// zero padding or are skipped, so their gradient is exactly 0.
+// One task = the s output rows y = sy * s + t of the group's k*k mask channels (they read the
+// same source rows); out-of-bounds taps read the zero padding or are skipped, so their gradient
+// is exactly 0.
 template <typename scalar_t>
 void backward_masks_kernel(const Geometry& d, const scalar_t* GO, const scalar_t* F,
                            scalar_t* grad_masks) {
@@ -214,29 +224,35 @@ void backward_masks_kernel(const Geometry& d, const scalar_t* GO, const scalar_t
   const int64_t Wp = (d.W + 2 * d.r) * d.s;
   const at::Tensor padded_features = expand_features(d, F);
   const acc_t* P = padded_features.const_data_ptr<acc_t>();
-  at::parallel_for(0, d.N * d.G * d.Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(d.kk * d.Wo);
-    std::vector<acc_t> grow(d.Wo);
+  at::parallel_for(0, d.N * d.G * d.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(d.s * d.kk * d.Wo);
+    std::vector<acc_t> grows(d.s * d.Wo);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t y = task % d.Ho;
-      const int64_t g = (task / d.Ho) % d.G;
-      const int64_t n = task / (d.Ho * d.G);
+      const int64_t sy = task % d.H;
+      const int64_t g = (task / d.H) % d.G;
+      const int64_t n = task / (d.H * d.G);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t c = 0; c < d.Cg; ++c) {
         const int64_t ch = n * d.C + g * d.Cg + c;
-        load_row(grow.data(), GO + (ch * d.Ho + y) * d.Wo, d.Wo);
+        load_row(grows.data(), GO + (ch * d.Ho + sy * d.s) * d.Wo, d.s * d.Wo);
         for (int64_t i = 0; i < d.k; ++i) {
-          const int64_t row = y / d.s + i - d.r;
+          const int64_t row = sy + i - d.r;
           if (row < 0 || row >= d.H) continue;
           const acc_t* prow = P + (ch * d.H + row) * Wp;
-          for (int64_t j = 0; j < d.k; ++j) {
-            fma_row(acc.data() + (i * d.k + j) * d.Wo, grow.data(), prow + j * d.s, d.Wo);
+          for (int64_t t = 0; t < d.s; ++t) {
+            for (int64_t j = 0; j < d.k; ++j) {
+              fma_row(acc.data() + (t * d.kk + i * d.k + j) * d.Wo, grows.data() + t * d.Wo,
+                      prow + j * d.s, d.Wo);
+            }
           }
         }
       }
-      for (int64_t t = 0; t < d.kk; ++t) {
-        const int64_t mc = (n * d.G + g) * d.kk + t;
-        store_row(grad_masks + (mc * d.Ho + y) * d.Wo, acc.data() + t * d.Wo, d.Wo);
+      for (int64_t t = 0; t < d.s; ++t) {
+        for (int64_t tap = 0; tap < d.kk; ++tap) {
+          const int64_t mc = (n * d.G + g) * d.kk + tap;
+          store_row(grad_masks + (mc * d.Ho + sy * d.s + t) * d.Wo,
+                    acc.data() + (t * d.kk + tap) * d.Wo, d.Wo);
+        }
       }
     }
   });
