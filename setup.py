@@ -6,13 +6,13 @@ The C++ CPU kernels are always built. The CUDA kernels are added when a GPU is v
 ``TORCH_CUDA_ARCH_LIST``, such as ``"8.0;9.0"``, for the architectures you need). ``MAX_JOBS``
 limits parallel compilation, as for any torch extension.
 """
+
 import glob
 import os
 import re
 
-from setuptools import find_packages, setup
-
 import torch
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,7 +78,14 @@ setup(
     description="Frequency-aware feature fusion (FreqFusion) for Detectron2",
     packages=find_packages(exclude=("configs", "tests", "tests.*", "benchmarks")),
     python_requires=">=3.9",
-    install_requires=["numpy", "pillow", "pycocotools", "fvcore", "scipy", "opencv-python-headless"],
+    install_requires=[
+        "numpy",
+        "pillow",
+        "pycocotools",
+        "fvcore",
+        "scipy",
+        "opencv-python-headless",
+    ],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension},
 )

@@ -8,6 +8,7 @@ Sizes: C=256; low-pass upsampling lr 64x64 -> 128x128 with k=5, s=2; high-pass f
 options). Peak extra memory is measured with the profiler's memory accounting on CPU and with
 torch.cuda.max_memory_allocated on CUDA, relative to the inputs already allocated.
 """
+
 import argparse
 import statistics
 import time
@@ -109,11 +110,22 @@ def main():
             m_r = _peak_extra_mb(make(carafe_ref, f, m, k, s), device)
             rows.append((name, mode, t_c, t_r, t_r / t_c, m_c, m_r, m_r / max(m_c, 1e-9)))
 
-    header = ("case", "pass", "compiled ms", "reference ms", "speed-up", "compiled MB", "reference MB", "memory ratio")
+    header = (
+        "case",
+        "pass",
+        "compiled ms",
+        "reference ms",
+        "speed-up",
+        "compiled MB",
+        "reference MB",
+        "memory ratio",
+    )
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f}x | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.1f}x |")
+        cells = [r[0], r[1], f"{r[2]:.1f}", f"{r[3]:.1f}", f"{r[4]:.1f}x"]
+        cells += [f"{r[5]:.1f}", f"{r[6]:.1f}", f"{r[7]:.1f}x"]
+        print("| " + " | ".join(cells) + " |")
 
     module = FreqFusion(256, 256, feature_resample=True, feature_resample_norm=False).to(device)
     gen = torch.Generator().manual_seed(1)

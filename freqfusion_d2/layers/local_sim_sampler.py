@@ -44,7 +44,9 @@ def local_cosine_similarity(x: torch.Tensor, window: int = 3, dilation: int = 2)
         for j in range(window):
             if 2 * i + 1 == window and 2 * j + 1 == window:
                 continue
-            neighbour = padded[..., i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+            neighbour = padded[
+                ..., i * dilation : i * dilation + h, j * dilation : j * dilation + w
+            ]
             sims.append((unit * neighbour).sum(dim=1))
     return torch.stack(sims, dim=1)
 
@@ -52,7 +54,8 @@ def local_cosine_similarity(x: torch.Tensor, window: int = 3, dilation: int = 2)
 @functools.lru_cache(maxsize=None)
 def _warn_legacy_names(prefix: str) -> None:
     logger.warning(
-        "Renamed legacy sampler parameters %s{scope,hr_scope}.* to {direct_scale,hr_direct_scale}.*",
+        "Renamed legacy sampler parameters %s{scope,hr_scope}.* to "
+        "{direct_scale,hr_direct_scale}.*",
         prefix,
     )
 

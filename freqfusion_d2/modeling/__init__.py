@@ -10,6 +10,7 @@ from .checkpoint_conversion import convert_mmdet_freqfusion_state_dict
 from .freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
 
 __all__ = [
+    "D2SwinTransformer",
     "FreqFusionFPN",
     "build_resnet_freqfusion_fpn_backbone",
     "build_retinanet_resnet_freqfusion_fpn_backbone",

@@ -1,4 +1,5 @@
 """The compiled CARAFE op against the pure-PyTorch reference, gradients and bad inputs."""
+
 import itertools
 
 import pytest
@@ -32,7 +33,9 @@ def _loop_carafe(features, masks, k, g, s):
         for i, j in itertools.product(range(k), range(k)):
             row, col = y // s + i - r, x // s + j - r
             if 0 <= row < h and 0 <= col < w:
-                out[b, ch, y, x] += masks[b, grp * k * k + i * k + j, y, x] * features[b, ch, row, col]
+                out[b, ch, y, x] += (
+                    masks[b, grp * k * k + i * k + j, y, x] * features[b, ch, row, col]
+                )
     return out
 
 
@@ -44,7 +47,9 @@ def test_extension_is_built():
 @pytest.mark.parametrize("k,g,s", [(5, 1, 2), (3, 2, 1), (1, 1, 3), (3, 4, 3)])
 def test_reference_matches_definition(k, g, s):
     features, masks = _inputs(1, 4, 3, 4, k, g, s)
-    torch.testing.assert_close(carafe_ref(features, masks, k, g, s), _loop_carafe(features, masks, k, g, s))
+    torch.testing.assert_close(
+        carafe_ref(features, masks, k, g, s), _loop_carafe(features, masks, k, g, s)
+    )
 
 
 def test_uniform_kernel_loses_out_of_bounds_weight():
@@ -60,7 +65,13 @@ def test_uniform_kernel_loses_out_of_bounds_weight():
 
 @pytest.mark.parametrize(
     "k,g,s,h,w",
-    [(k, g, s, h, w) for k in (1, 3, 5, 7) for g in (1, 2, 4) for s in (1, 2, 3) for h, w in [(5, 7)]]
+    [
+        (k, g, s, h, w)
+        for k in (1, 3, 5, 7)
+        for g in (1, 2, 4)
+        for s in (1, 2, 3)
+        for h, w in [(5, 7)]
+    ]
     + [(5, 1, 2, 1, 1), (3, 2, 2, 1, 6), (7, 1, 3, 2, 3), (5, 4, 2, 9, 4)],
 )
 def test_compiled_matches_reference_forward_and_backward(k, g, s, h, w):
@@ -210,7 +221,9 @@ def test_compiled_op_checks_inputs_itself():
 
 
 def test_meta_tensors_trace_shapes():
-    out = _compiled(torch.empty(2, 8, 5, 3, device="meta"), torch.empty(2, 18, 10, 6, device="meta"), 3, 2, 2)
+    out = _compiled(
+        torch.empty(2, 8, 5, 3, device="meta"), torch.empty(2, 18, 10, 6, device="meta"), 3, 2, 2
+    )
     assert out.shape == (2, 8, 10, 6) and out.device.type == "meta"
 
 

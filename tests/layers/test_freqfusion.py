@@ -2,6 +2,7 @@
 
 Numerical parity with the official module is in test_freqfusion_parity.py.
 """
+
 import math
 import os
 import subprocess
@@ -12,7 +13,9 @@ import torch
 
 from freqfusion_d2.layers import FreqFusion, local_cosine_similarity
 
-M2F = dict(compressed_channels=16, feature_resample=True, hamming_window=False, feature_resample_norm=False)
+M2F = dict(
+    compressed_channels=16, feature_resample=True, hamming_window=False, feature_resample_norm=False
+)
 
 
 def _feats(n=2, c_h=16, c_l=16, h=12, w=10, dtype=torch.float32, seed=0):
@@ -127,11 +130,13 @@ def test_use_checkpoint_gives_same_outputs_and_gradients():
     hr, lr = _feats(dtype=torch.float64)
     results = []
     for use_checkpoint in (False, True):
-        h, l = hr.clone().requires_grad_(), lr.clone().requires_grad_()
+        h, lo = hr.clone().requires_grad_(), lr.clone().requires_grad_()
         module.zero_grad()
-        _, hr_out, lr_out = module(h, l, use_checkpoint=use_checkpoint)
+        _, hr_out, lr_out = module(h, lo, use_checkpoint=use_checkpoint)
         (hr_out.sum() + (lr_out**2).sum()).backward()
-        results.append((hr_out, lr_out, h.grad, l.grad, module.content_encoder.weight.grad.clone()))
+        results.append(
+            (hr_out, lr_out, h.grad, lo.grad, module.content_encoder.weight.grad.clone())
+        )
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
 
