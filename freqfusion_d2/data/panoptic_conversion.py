@@ -27,8 +27,9 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     Args:
         rgb: (H, W, 3) uint8.
     """
+    rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
+        raise ValueError(f"rgb (panoptic PNG color) must be (H, W, 3), got shape {rgb.shape}")
     rgb = rgb.astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, Boxes, Instances, polygons_to_bitmask
 
+# One decoder of COCO panoptic PNG colours for the whole data package.
+from ..panoptic_conversion import rgb_to_id as rgb2id
+
 __all__ = [
     "rgb2id",
     "image_to_tensor",
@@ -16,15 +19,6 @@ __all__ = [
     "segmentation_to_mask",
     "transformed_instance_masks",
 ]
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colour (H, W, 3) to segment id: R + 256 * G + 256^2 * B (int64)."""
-    color = np.asarray(color)
-    if color.ndim != 3 or color.shape[-1] != 3:
-        raise ValueError(f"color: expected an (H, W, 3) array, got shape {color.shape}")
-    color = color.astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
