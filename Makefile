@@ -1,6 +1,8 @@
 # freqfusion_d2: `make demo` (synthetic data -> CPU training -> PQ/AP/mIoU + pictures) and
-# `make test`. Both install what is missing first (detectron2 itself must come from GitHub).
+# `make test`. Both first install what is missing (tools/install.sh: torch, detectron2, this
+# package with its extension; TORCH_SPEC, DETECTRON2_SRC and FREQFUSION_EXTRAS select what).
 PYTHON ?= python
+export PYTHON
 DEMO_CONFIG ?= configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml
 DEMO_OUT ?= output/demo
 DEMO_ITERS ?= 150
@@ -18,16 +20,11 @@ help:
 	@echo "make demo   - train Panoptic FPN + FreqFusion on a synthetic dataset on the CPU and evaluate it"
 	@echo "make demo-mask2former - the same with a tiny Mask2Former + FreqFusion pixel decoder"
 	@echo "make test   - run the test suite ($(PYTHON) -m pytest tests -q)"
+	@echo "make install - install what is missing (torch, detectron2, this package); see INSTALL.md"
 	@echo "make data   - generate the synthetic dataset under \$$DETECTRON2_DATASETS (default: datasets/)"
 
 install:
-	@$(PYTHON) -c "import detectron2" 2>/dev/null || { \
-	  echo "detectron2 is not installed. Install it from GitHub first, e.g.:"; \
-	  echo "  $(PYTHON) -m pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"; \
-	  echo "(see https://detectron2.readthedocs.io/en/latest/tutorials/install.html)"; exit 1; }
-	@$(PYTHON) -c "import freqfusion_d2._C" 2>/dev/null || \
-	  $(PYTHON) -m pip install --no-build-isolation -e .
-	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install pytest
+	bash tools/install.sh
 
 data: install
 	$(PYTHON) datasets/prepare_synthetic_coco.py

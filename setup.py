@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Build and install freqfusion_d2 and its compiled extension ``freqfusion_d2._C``.
+"""Build the compiled extension ``freqfusion_d2._C`` (metadata: pyproject.toml).
 
 The C++ CPU kernels are always built. The CUDA kernels are added when a GPU is visible and
 ``CUDA_HOME`` is found, or when ``FORCE_CUDA=1`` (e.g. on a build machine without a GPU; set
 ``TORCH_CUDA_ARCH_LIST``, such as ``"8.0;9.0"``, for the architectures you need). ``MAX_JOBS``
-limits parallel compilation, as for any torch extension.
+limits parallel compilation, as for any torch extension. Build against the installed torch:
+``pip install --no-build-isolation -e .``.
 """
 
 import glob
 import os
-import re
 
 import torch
 from setuptools import find_packages, setup
@@ -17,11 +17,6 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("freqfusion_d2", "layers", "csrc")
-
-
-def get_version():
-    with open(os.path.join(HERE, "freqfusion_d2", "__init__.py")) as f:
-        return re.search(r'^__version__ = "(.+)"$', f.read(), re.M).group(1)
 
 
 def want_cuda():
@@ -73,19 +68,7 @@ def get_extensions():
 
 
 setup(
-    name="freqfusion_d2",
-    version=get_version(),
-    description="Frequency-aware feature fusion (FreqFusion) for Detectron2",
     packages=find_packages(exclude=("configs", "tests", "tests.*", "benchmarks")),
-    python_requires=">=3.9",
-    install_requires=[
-        "numpy",
-        "pillow",
-        "pycocotools",
-        "fvcore",
-        "scipy",
-        "opencv-python-headless",
-    ],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension},
 )

@@ -20,7 +20,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.analysis import FlopCountAnalysis
 
-import freqfusion_d2  # noqa: F401
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.engine import setup_cfg
 
 CONFIGS = {

@@ -5,75 +5,101 @@ from detectron2.config import CfgNode as CN
 __all__ = ["add_freqfusion_config"]
 
 
+def declare_key(node: CN, key: str, value) -> None:
+    """Declares ``node.<key> = value`` unless the key exists already (so a value merged from
+    a YAML or declared by another config adder is never overwritten)."""
+    if key not in node:
+        setattr(node, key, value)
+
+
+def declare_node(node: CN, key: str) -> CN:
+    """``node.<key>``, created empty if missing."""
+    if key not in node:
+        setattr(node, key, CN())
+    return getattr(node, key)
+
+
+def add_data_keys(cfg: CN) -> None:
+    """Data keys shared by every model of the project (declared once, by either config adder)."""
+    # Training mapper from freqfusion_d2.data.DATASET_MAPPER_REGISTRY; empty selects
+    # detectron2's DatasetMapper (Panoptic FPN, Mask R-CNN, Faster R-CNN). The Mask2Former
+    # YAMLs name theirs ("mask_former_semantic", "coco_panoptic_lsj", ...).
+    declare_key(cfg.INPUT, "DATASET_MAPPER_NAME", "")
+
+
 def add_freqfusion_config(cfg: CN) -> None:
     """Declares every key this project reads, with working defaults, on a detectron2 config.
 
-    Call it once on ``detectron2.config.get_cfg()`` before merging a YAML of this project; the
-    config then still rejects unknown keys. Calling it twice is harmless.
+    Call it on ``detectron2.config.get_cfg()`` before merging a YAML of this project; the config
+    then still rejects unknown keys. It only declares keys that are not declared yet, so calling
+    it twice, or before or after :func:`freqfusion_d2.add_maskformer2_config`, gives the same
+    config.
 
     Args:
         cfg: a detectron2 ``CfgNode`` (modified in place).
     """
     # ---------------------------------------------------------------------------------------
-    # FreqFusion module options (freqfusion_d2.layers.FreqFusion). The defaults are the values
-    # of the official mmdet FPN configs (spec freqfusion.md table 2.2, column b).
+    # FreqFusion options of every model (FPN backbones, Mask2Former pixel decoders): arguments
+    # of freqfusion_d2.layers.FreqFusion. The defaults are the values of the official release
+    # (github.com/Linwei-Chen/FreqFusion: the mmdetection configs of FreqFusionCARAFEFPN and
+    # the Mask2Former FreqAwareMSDeformAttnPixelDecoder2). The keys whose official value
+    # differs between models default to None, meaning "the official value of the model that
+    # builds the module"; set True/False to force one value for every model.
     # ---------------------------------------------------------------------------------------
-    cfg.MODEL.FREQFUSION = CN()
+    ff = declare_node(cfg.MODEL, "FREQFUSION")
     # Size of the adaptive low-pass filter that upsamples the low-resolution feature.
-    cfg.MODEL.FREQFUSION.LOWPASS_KERNEL = 5
+    declare_key(ff, "LOWPASS_KERNEL", 5)
     # Size of the adaptive high-pass filter that sharpens the high-resolution feature.
-    cfg.MODEL.FREQFUSION.HIGHPASS_KERNEL = 3
+    declare_key(ff, "HIGHPASS_KERNEL", 3)
     # compressed_channels = (hr_channels + lr_channels) // COMPRESS_RATIO (256+256 -> 64).
-    cfg.MODEL.FREQFUSION.COMPRESS_RATIO = 8
+    declare_key(ff, "COMPRESS_RATIO", 8)
     # Kernel size and dilation of the two kernel encoders (the size also applies to the
     # offset generator's convolutions).
-    cfg.MODEL.FREQFUSION.ENCODER_KERNEL = 3
-    cfg.MODEL.FREQFUSION.ENCODER_DILATION = 1
+    declare_key(ff, "ENCODER_KERNEL", 3)
+    declare_key(ff, "ENCODER_DILATION", 1)
     # CARAFE groups of the filters. The official code only runs 1.
-    cfg.MODEL.FREQFUSION.UP_GROUP = 1
+    declare_key(ff, "UP_GROUP", 1)
     # Build the offset generator that resamples the upsampled low-resolution feature.
-    cfg.MODEL.FREQFUSION.FEATURE_RESAMPLE = True
+    # None: official (True, except the historic Mask2Former v1 decoder).
+    declare_key(ff, "FEATURE_RESAMPLE", None)
     # Offset groups of the resampler (official: 4; 8 for Faster R-CNN R-101).
-    cfg.MODEL.FREQFUSION.FEATURE_RESAMPLE_GROUP = 4
-    # GroupNorm on the resampler's inputs (official: False for Panoptic FPN R-50 and
-    # Mask2Former, True for Panoptic FPN R-101 and Faster/Mask R-CNN).
-    cfg.MODEL.FREQFUSION.FEATURE_RESAMPLE_NORM = True
-    # Multiply the predicted kernels by a 2-D Hamming window (official: True in the FPN
-    # necks, False in Mask2Former).
-    cfg.MODEL.FREQFUSION.HAMMING_WINDOW = True
+    declare_key(ff, "FEATURE_RESAMPLE_GROUP", 4)
+    # GroupNorm on the resampler's inputs. None: official (True in the FPN backbones, False in
+    # the Mask2Former decoders); the official Panoptic FPN R-50 config sets False, its YAML here
+    # too.
+    declare_key(ff, "FEATURE_RESAMPLE_NORM", None)
+    # Multiply the predicted kernels by a 2-D Hamming window. None: official (True in the FPN
+    # backbones, False in the Mask2Former decoders).
+    declare_key(ff, "HAMMING_WINDOW", None)
     # Upsample the low-resolution kernel logits with the high-resolution-guided filters.
-    cfg.MODEL.FREQFUSION.COMP_FEAT_UPSAMPLE = True
+    declare_key(ff, "COMP_FEAT_UPSAMPLE", True)
     # Predict the kernels at high resolution and apply them with a 2x CARAFE to the
     # low-resolution feature (instead of interpolating it first).
-    cfg.MODEL.FREQFUSION.SEMI_CONV = True
+    declare_key(ff, "SEMI_CONV", True)
     # High-resolution output = 2 * hr - lowpass(hr) (instead of hr - lowpass(hr)).
-    cfg.MODEL.FREQFUSION.HR_RESIDUAL = True
+    declare_key(ff, "HR_RESIDUAL", True)
     # Build the adaptive high-pass branch (needed by COMP_FEAT_UPSAMPLE).
-    cfg.MODEL.FREQFUSION.USE_HIGH_PASS = True
-    # Recompute each FreqFusion in the backward pass to save activation memory.
-    cfg.MODEL.FREQFUSION.USE_CHECKPOINT = False
+    declare_key(ff, "USE_HIGH_PASS", True)
+    # Recompute each FreqFusion in the backward pass to save activation memory. None: official
+    # (False, except the historic Mask2Former v1 decoder).
+    declare_key(ff, "USE_CHECKPOINT", None)
     # Initialisation of the offset generator: "official" (xavier-uniform, as the official
     # code ends up doing) or "intended" (near-zero offsets and zero scales).
-    cfg.MODEL.FREQFUSION.SAMPLER_INIT = "official"
+    declare_key(ff, "SAMPLER_INIT", "official")
     # FPN backbones only: replace detectron2's max-pooled P6 with the official mmdet neck's
     # layout: a 3x3 stride-2 conv on the coarsest input (res5) is the top of the top-down
     # path, a fourth FreqFusion fuses it into P5, and P6 = output conv of that lateral. Needs
     # input sizes divisible by 64 (handled through the backbone's size_divisibility).
-    cfg.MODEL.FREQFUSION.FPN_EXTRA_P6 = False
+    declare_key(ff, "FPN_EXTRA_P6", False)
 
-    # ---------------------------------------------------------------------------------------
-    # Data options (freqfusion_d2.data).
-    # ---------------------------------------------------------------------------------------
-    # Training mapper from freqfusion_d2.data.DATASET_MAPPER_REGISTRY; empty selects
-    # detectron2's DatasetMapper (Panoptic FPN, Mask R-CNN, Faster R-CNN).
-    cfg.INPUT.DATASET_MAPPER_NAME = ""
+    add_data_keys(cfg)
 
     # ---------------------------------------------------------------------------------------
     # Evaluation options (freqfusion_d2.evaluation).
     # ---------------------------------------------------------------------------------------
-    cfg.TEST.BOUNDARY_EVAL = CN()
+    boundary = declare_node(cfg.TEST, "BOUNDARY_EVAL")
     # Add the boundary-error evaluator (on the semantic, else panoptic, output) when the
     # dataset has semantic ground truth.
-    cfg.TEST.BOUNDARY_EVAL.ENABLED = False
+    declare_key(boundary, "ENABLED", False)
     # Width in pixels of the boundary band the boundary metrics are computed in.
-    cfg.TEST.BOUNDARY_EVAL.BAND_KERNEL = 15
+    declare_key(boundary, "BAND_KERNEL", 15)

@@ -7,7 +7,7 @@ import os
 import pytest
 from detectron2.modeling import build_model
 
-import freqfusion_d2  # noqa: F401
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.engine import setup_cfg
 from freqfusion_d2.modeling import FreqFusionFPN
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import freqfusion_d2  # noqa: F401
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.data.datasets import SYNTHETIC_COCO_ROOT
 from freqfusion_d2.data.synthetic import generate_synthetic_coco
 

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from detectron2.config import CfgNode, get_cfg
 
+from .. import data, modeling  # noqa: F401  (register the datasets and models a config names)
 from ..config import add_freqfusion_config
 from ..config_maskformer2 import add_maskformer2_config
 
@@ -26,8 +27,6 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), freeze: bool = Tr
         freeze: freeze the returned config.
     """
     cfg = get_cfg()
-    # add_maskformer2_config declares only keys not declared yet, so the project's own defaults
-    # (e.g. INPUT.DATASET_MAPPER_NAME "") win; Mask2Former YAMLs set what they need.
     add_freqfusion_config(cfg)
     add_maskformer2_config(cfg)
     if config_file:

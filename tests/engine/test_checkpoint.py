@@ -11,7 +11,7 @@ import pytest
 import torch
 from detectron2.modeling import build_backbone, build_model
 
-import freqfusion_d2  # noqa: F401
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.engine import FreqFusionCheckpointer, setup_cfg
 from freqfusion_d2.layers import FreqFusion
 from freqfusion_d2.modeling import convert_mmdet_freqfusion_state_dict

@@ -7,7 +7,7 @@ from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-import freqfusion_d2  # noqa: F401  (registers the backbones)
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.engine import setup_cfg
 from freqfusion_d2.modeling import FreqFusionFPN
 

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-import freqfusion_d2  # noqa: F401
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
 from freqfusion_d2.engine import setup_cfg
 
 TINY = "configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml"

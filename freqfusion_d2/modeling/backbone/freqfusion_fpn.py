@@ -11,7 +11,11 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
-from ..freqfusion_config import freqfusion_kwargs_from_config, make_freqfusion
+from ..freqfusion_config import (
+    freqfusion_kwargs_from_config,
+    freqfusion_use_checkpoint,
+    make_freqfusion,
+)
 
 __all__ = [
     "FreqFusionFPN",
@@ -34,6 +38,13 @@ class FreqFusionFPN(FPN):
     its output conv gives P{s+1}, as in the official mmdet neck. Inputs then need to be
     divisible by twice the coarsest stride.
     """
+
+    # Official values of the model-dependent options (the mmdet FreqFusionCARAFEFPN neck).
+    official_freqfusion = {
+        "feature_resample": True,
+        "feature_resample_norm": True,
+        "hamming_window": True,
+    }
 
     @configurable
     def __init__(
@@ -130,8 +141,8 @@ class FreqFusionFPN(FPN):
             "norm": cfg.MODEL.FPN.NORM,
             "top_block": top_block,
             "fuse_type": cfg.MODEL.FPN.FUSE_TYPE,
-            "freqfusion_kwargs": freqfusion_kwargs_from_config(cfg),
-            "use_checkpoint": cfg.MODEL.FREQFUSION.USE_CHECKPOINT,
+            "freqfusion_kwargs": freqfusion_kwargs_from_config(cfg, **cls.official_freqfusion),
+            "use_checkpoint": freqfusion_use_checkpoint(cfg, official=False),
             "extra_p6": extra_p6,
         }
 

@@ -10,18 +10,24 @@
   checkpointing, and upstream's bilinear FPN step.
 
 Both keep the parent's contract: ``forward_features`` runs in float32 with autocast disabled,
-so FreqFusion never runs in half precision.
+so FreqFusion never runs in half precision. Their FreqFusion options come from
+``MODEL.FREQFUSION.*``, the keys the FPN backbones read; the defaults give the official modules
+(hr = lr = CONVS_DIM, compressed to 2 * CONVS_DIM // 8, no Hamming window, no GroupNorm in the
+offset generator).
 """
 
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from freqfusion_d2.layers import FreqFusion
-
+from ..freqfusion_config import (
+    freqfusion_kwargs_from_config,
+    freqfusion_use_checkpoint,
+    make_freqfusion,
+)
 from .msdeformattn import MSDeformAttnPixelDecoder
 
 __all__ = [
@@ -31,35 +37,58 @@ __all__ = [
 ]
 
 
-def _pixel_decoder_freqfusion(conv_dim: int, feature_resample: bool) -> FreqFusion:
-    """FreqFusion with the arguments of the FreqFusion Mask2Former decoders (hr = lr = C)."""
-    return FreqFusion(
-        hr_channels=conv_dim,
-        lr_channels=conv_dim,
-        scale_factor=1,
-        lowpass_kernel=5,
-        highpass_kernel=3,
-        up_group=1,
-        upsample_mode="nearest",
-        align_corners=False,
-        hr_residual=True,
-        comp_feat_upsample=True,
-        compressed_channels=(conv_dim + conv_dim) // 8,
-        use_high_pass=True,
-        use_low_pass=True,
-        semi_conv=True,
-        feature_resample=feature_resample,
-        feature_resample_group=4,
-        hamming_window=False,
-        feature_resample_norm=False,
-    )
-
-
 class _FreqFusionDecoderBase(MSDeformAttnPixelDecoder):
-    """Shared pre-encoder fusion of the FreqFusion decoders."""
+    """Shared construction and pre-encoder fusion of the FreqFusion decoders."""
 
-    # Gradient checkpointing of the pre-encoder fusion (v1 only).
-    pre_fusion_checkpoint = False
+    # Official values of the model-dependent FreqFusion options and of gradient checkpointing
+    # (the decoders of github.com/Linwei-Chen/FreqFusion, Mask2Former/.../msdeformattn.py).
+    official_freqfusion = {
+        "feature_resample": True,
+        "feature_resample_norm": False,
+        "hamming_window": False,
+    }
+    official_use_checkpoint = False
+    # FreqFusion modules of the FPN step, after the pre-encoder ones.
+    num_fpn_freqfusions = 0
+
+    @configurable
+    def __init__(
+        self,
+        input_shape,
+        *,
+        freqfusion_kwargs: Optional[Dict[str, Any]] = None,
+        use_checkpoint: Optional[bool] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            input_shape, kwargs: as in :class:`MSDeformAttnPixelDecoder`.
+            freqfusion_kwargs: options of every FreqFusion (see
+                :func:`freqfusion_d2.modeling.make_freqfusion`); None gives the official
+                modules.
+            use_checkpoint: recompute the pre-encoder fusions in backward while training;
+                None gives the official choice.
+        """
+        super().__init__(input_shape, **kwargs)
+        self._check_levels()
+        if freqfusion_kwargs is None:
+            freqfusion_kwargs = dict(self.official_freqfusion)
+        self.use_checkpoint = (
+            self.official_use_checkpoint if use_checkpoint is None else use_checkpoint
+        )
+        conv_dim = self.mask_features.in_channels
+        # Index order = checkpoint order: pre-encoder fusions first, then the FPN step.
+        count = self.transformer_num_feature_levels - 1 + self.num_fpn_freqfusions
+        self.freqfusions = nn.ModuleList(
+            make_freqfusion(conv_dim, conv_dim, **freqfusion_kwargs) for _ in range(count)
+        )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["freqfusion_kwargs"] = freqfusion_kwargs_from_config(cfg, **cls.official_freqfusion)
+        ret["use_checkpoint"] = freqfusion_use_checkpoint(cfg, cls.official_use_checkpoint)
+        return ret
 
     def _check_levels(self) -> None:
         if self.transformer_num_feature_levels != 3:
@@ -81,7 +110,7 @@ class _FreqFusionDecoderBase(MSDeformAttnPixelDecoder):
             _, hr, lr = self.freqfusions[idx](
                 hr_feat=srcs[idx + 1],
                 lr_feat=srcs[idx],
-                use_checkpoint=self.pre_fusion_checkpoint and torch.is_grad_enabled(),
+                use_checkpoint=self.use_checkpoint and torch.is_grad_enabled(),
             )
             srcs[idx + 1] = hr + lr
         return srcs
@@ -108,21 +137,17 @@ class FreqAwareMSDeformAttnPixelDecoder2(_FreqFusionDecoderBase):
     before the encoder; ``freqfusions[2]`` fuses the finest encoder output into the res2 lateral.
     """
 
+    num_fpn_freqfusions = 1
+
     @configurable
     def __init__(self, input_shape, **kwargs):
-        """Same arguments as :class:`MSDeformAttnPixelDecoder`."""
+        """Same arguments as :class:`_FreqFusionDecoderBase`."""
         super().__init__(input_shape, **kwargs)
-        self._check_levels()
         if self.num_fpn_levels < 1:
             raise ValueError(
                 f"{type(self).__name__}: needs an FPN level finer than the encoder levels "
                 f"(common_stride < {min(self.transformer_feature_strides)})"
             )
-        conv_dim = self.mask_features.in_channels
-        # Index order = checkpoint order: 0, 1 before the encoder, 2 in the FPN step.
-        self.freqfusions = nn.ModuleList(
-            _pixel_decoder_freqfusion(conv_dim, feature_resample=True) for _ in range(3)
-        )
 
     def _fpn_merge(self, idx: int, lateral: torch.Tensor, coarser: torch.Tensor) -> torch.Tensor:
         # Every FPN level reuses the last module (only one level exists in practice).
@@ -145,15 +170,5 @@ class FreqAwareMSDeformAttnPixelDecoder(_FreqFusionDecoderBase):
     ``FreqAwareMSDeformAttnPixelDecoder2``.
     """
 
-    pre_fusion_checkpoint = True
-
-    @configurable
-    def __init__(self, input_shape, **kwargs):
-        """Same arguments as :class:`MSDeformAttnPixelDecoder`."""
-        super().__init__(input_shape, **kwargs)
-        self._check_levels()
-        conv_dim = self.mask_features.in_channels
-        self.freqfusions = nn.ModuleList(
-            _pixel_decoder_freqfusion(conv_dim, feature_resample=False)
-            for _ in range(self.transformer_num_feature_levels - 1)
-        )
+    official_freqfusion = {**_FreqFusionDecoderBase.official_freqfusion, "feature_resample": False}
+    official_use_checkpoint = True

@@ -5,8 +5,9 @@ import os
 import torch
 from detectron2.config import get_cfg
 
-import freqfusion_d2  # noqa: F401  (registers the models)
-from freqfusion_d2 import add_maskformer2_config
+import freqfusion_d2.modeling  # noqa: F401  (registers the models)
+from freqfusion_d2.config import add_freqfusion_config
+from freqfusion_d2.config_maskformer2 import add_maskformer2_config
 
 CONFIG_ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 TINY_CONFIG = "COCO-PanopticSegmentation/mask2former_tiny_R18_synthetic_cpu.yaml"
@@ -16,12 +17,7 @@ TINY_FF_CONFIG = "COCO-PanopticSegmentation/mask2former_tiny_FreqFusion_R18_synt
 def new_cfg():
     """An empty config with every key the project declares."""
     cfg = get_cfg()
-    try:
-        from freqfusion_d2.config import add_freqfusion_config
-    except ImportError:
-        add_freqfusion_config = None
-    if add_freqfusion_config is not None:
-        add_freqfusion_config(cfg)
+    add_freqfusion_config(cfg)
     add_maskformer2_config(cfg)
     return cfg
 

@@ -15,7 +15,7 @@ M2F_CONFIGS = sorted(
 
 # Upstream add_maskformer2_config + add_deeplab_config keys with their defaults (spec 4.1).
 UPSTREAM_DEFAULTS = {
-    "INPUT.DATASET_MAPPER_NAME": None,  # declared; the default depends on the call order
+    "INPUT.DATASET_MAPPER_NAME": None,  # declared; the project-wide default is "" here
     "INPUT.COLOR_AUG_SSD": False,
     "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0,
     "INPUT.SIZE_DIVISIBILITY": -1,
