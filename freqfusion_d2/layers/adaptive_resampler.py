@@ -161,7 +161,9 @@ class AdaptiveResampler(nn.Module):
         stride: resolution divisor of the saliency and of the Gaussian sums (>= 1).
         radius: half-size of the Gaussian window, in saliency pixels.
         fwhm: width of the Gaussian, in saliency pixels.
-        norm: norm layer factory for the pyramid-pooling branches (``avgpsp``).
+        norm: norm layer factory for the pyramid-pooling branches (``avgpsp``); default
+            ``GroupNorm(1, channels)``, defined for any batch and bin size (batch norm of the
+            pre-release sampler needs several images for its 1x1 bin in training).
     """
 
     MODES = ("avgpsp", "conv")
@@ -192,7 +194,7 @@ class AdaptiveResampler(nn.Module):
         self.stride = int(stride)
         self.radius = int(radius)
         self.fwhm = float(fwhm)
-        norm = norm if norm is not None else nn.BatchNorm2d
+        norm = norm if norm is not None else (lambda c: nn.GroupNorm(1, c))
         pool = nn.AvgPool2d(2 * self.stride + 1, stride=self.stride, padding=self.stride)
         if mode == "avgpsp":
             context = _PyramidPooling(channels, norm)

@@ -17,6 +17,8 @@ __all__ = [
     "to_normalized",
     "sample_field",
     "invert_position_field",
+    "compose_positions",
+    "subsample_positions",
 ]
 
 
@@ -132,3 +134,52 @@ def invert_position_field(
         u = u + torch.stack([step_x, step_y], dim=1)
         u = torch.minimum(torch.clamp(u, min=0.0), upper)
     return u
+
+
+def compose_positions(positions: Optional[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
+    """Position field of a map resampled at ``grid`` from a map whose field is ``positions``.
+
+    Args:
+        positions: (N, 2, h, w) field of the sampled map, or None (uniform).
+        grid: (N, 2, H, W) sampling positions, in pixels of the sampled map.
+
+    Returns:
+        (N, 2, H, W) where each new sample sits in the reference frame.
+    """
+    if positions is None:
+        return grid
+    # Interpolate the displacement, not the positions: an undistorted field stays exact.
+    h, w = positions.shape[-2:]
+    positions = positions.to(grid.dtype)
+    displacement = positions - identity_grid(h, w, dtype=grid.dtype, device=grid.device)
+    return grid + sample_field(displacement, grid)
+
+
+def subsample_positions(positions: torch.Tensor, stride: int, mode: str = "conv") -> torch.Tensor:
+    """Position field after a strided layer, in the pixels of the output lattice.
+
+    Args:
+        positions: (N, 2, H, W) field of the layer's input.
+        stride: the layer's stride (1 returns ``positions``).
+        mode: ``"conv"``: output pixel q is centred on input pixel ``stride * q`` (a convolution
+            with ``padding = kernel // 2``; output size ``ceil(H / stride)``). ``"merge"``:
+            output pixel q covers the ``stride x stride`` input block starting at
+            ``stride * q`` (Swin's patch merging; the input is padded at the end to a multiple
+            of ``stride``).
+
+    Returns:
+        (N, 2, ceil(H / stride), ceil(W / stride)); an undistorted field stays undistorted.
+    """
+    if stride == 1:
+        return positions
+    if mode == "conv":
+        return positions[..., ::stride, ::stride] / stride
+    if mode != "merge":
+        raise ValueError(f"subsample_positions: mode must be 'conv' or 'merge', got {mode!r}")
+    n, _, h, w = positions.shape
+    pad_h, pad_w = (-h) % stride, (-w) % stride
+    ident = identity_grid(h + pad_h, w + pad_w, dtype=positions.dtype, device=positions.device)
+    disp = positions - ident[..., :h, :w]
+    disp = F.pad(disp, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else disp
+    block = F.avg_pool2d(disp + ident, stride)
+    return (block - (stride - 1) / 2.0) / stride
