@@ -68,6 +68,7 @@ try:
     dist = md.distribution("freqfusion_d2")
     url = json.loads(dist.read_text("direct_url.json") or "{}")
     assert url.get("dir_info", {}).get("editable") and url["url"] == "file://" + root
+    import torch  # noqa: F401  (loads the libraries _C links against)
     from freqfusion_d2 import _C
     sources = glob.glob(os.path.join(root, "freqfusion_d2", "layers", "csrc", "**", "*.*"), recursive=True)
     assert max(os.path.getmtime(s) for s in sources) <= os.path.getmtime(_C.__file__)
@@ -100,6 +101,7 @@ else
 fi
 
 check "
+import torch
 from freqfusion_d2 import _C
 print('== freqfusion_d2._C: CUDA kernels', 'built' if _C.with_cuda() else 'not built')
 " || { echo "freqfusion_d2._C does not import after the install" >&2; exit 1; }
