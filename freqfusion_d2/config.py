@@ -16,7 +16,8 @@ def add_freqfusion_config(cfg: CN) -> None:
     """
     # ---------------------------------------------------------------------------------------
     # FreqFusion module options (freqfusion_d2.layers.FreqFusion). The defaults are the values
-    # of the official mmdet FPN configs (spec freqfusion.md table 2.2, column b).
+    # of the official mmdet FPN configs (github.com/Linwei-Chen/FreqFusion
+    # mmdetection/configs/{panoptic_fpn,faster_rcnn,mask_rcnn}/*_freqfusion.py).
     # ---------------------------------------------------------------------------------------
     cfg.MODEL.FREQFUSION = CN()
     # Size of the adaptive low-pass filter that upsamples the low-resolution feature.
