@@ -13,9 +13,9 @@ CONFIG = str(REPO / "configs" / "Synthetic" / "panoptic_fpn_R_18_tiny_freqfusion
 
 def _load_tool():
     path = REPO / "tools" / "analyze_model.py"
-    spec = importlib.util.spec_from_file_location("analyze_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module_spec = importlib.util.spec_from_file_location("analyze_model", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
     return module
 
 
