@@ -59,7 +59,8 @@ fi
 # 4. This package. Prints what is missing: "package" (not installed editable from this
 # checkout, extension missing or older than its sources, CUDA kernels asked for but absent),
 # else the requirements of the asked extras that are not met.
-state=$(cd / && "$PYTHON" -I - "$PWD" "$FREQFUSION_EXTRAS" <<'PY'
+root=$PWD
+state=$(cd / && "$PYTHON" -I - "$root" "$FREQFUSION_EXTRAS" <<'PY'
 import glob, importlib.metadata as md, json, os, sys
 from packaging.requirements import Requirement
 
