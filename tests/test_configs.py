@@ -16,7 +16,8 @@ ALL = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=
 # Configs owned by this file's checks (other YAMLs, e.g. Mask2Former's, only need to load).
 FPN_DIRS = ("COCO-PanopticSegmentation", "COCO-Detection", "COCO-InstanceSegmentation", "Synthetic")
 LEAVES = [p for p in ALL if os.path.basename(os.path.dirname(p)) in FPN_DIRS and "Base-" not in p]
-# Official mmdet FreqFusion FPN options (spec freqfusion.md table 2.2, column b):
+# Official mmdet FreqFusion FPN options (github.com/Linwei-Chen/FreqFusion,
+# mmdetection/configs/{panoptic_fpn,faster_rcnn,mask_rcnn}/*_freqfusion.py):
 # (FEATURE_RESAMPLE_GROUP, FEATURE_RESAMPLE_NORM).
 OFFICIAL = {
     "panoptic_fpn_R_50_1x_freqfusion.yaml": (4, False),

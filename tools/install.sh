@@ -47,17 +47,20 @@ assert int(setuptools.__version__.split('.')[0]) < 81
   pip_install "setuptools<81" wheel ninja packaging
 fi
 
-# 3. detectron2 (not on PyPI).
+# 3. detectron2 (not on PyPI). FORCE_CUDA is meant for this package's kernels: detectron2
+# builds its own CUDA ops wherever a GPU is visible, and on a machine without one (a CI or build
+# box) its CUDA build would need CUDA headers that torch's pip wheels do not all provide.
 if check "import detectron2"; then
   echo "== detectron2 $(check 'import detectron2; print(detectron2.__version__)') is installed"
 else
-  pip_install --no-build-isolation "$DETECTRON2_SRC"
+  (unset FORCE_CUDA && pip_install --no-build-isolation "$DETECTRON2_SRC")
 fi
 
 # 4. This package. Prints what is missing: "package" (not installed editable from this
 # checkout, extension missing or older than its sources, CUDA kernels asked for but absent),
 # else the requirements of the asked extras that are not met.
-state=$(cd / && "$PYTHON" -I - "$PWD" "$FREQFUSION_EXTRAS" <<'PY'
+root=$PWD
+state=$(cd / && "$PYTHON" -I - "$root" "$FREQFUSION_EXTRAS" <<'PY'
 import glob, importlib.metadata as md, json, os, sys
 from packaging.requirements import Requirement
 
@@ -66,6 +69,7 @@ try:
     dist = md.distribution("freqfusion_d2")
     url = json.loads(dist.read_text("direct_url.json") or "{}")
     assert url.get("dir_info", {}).get("editable") and url["url"] == "file://" + root
+    import torch  # noqa: F401  (loads the libraries _C links against)
     from freqfusion_d2 import _C
     sources = glob.glob(os.path.join(root, "freqfusion_d2", "layers", "csrc", "**", "*.*"), recursive=True)
     assert max(os.path.getmtime(s) for s in sources) <= os.path.getmtime(_C.__file__)
@@ -98,6 +102,7 @@ else
 fi
 
 check "
+import torch
 from freqfusion_d2 import _C
 print('== freqfusion_d2._C: CUDA kernels', 'built' if _C.with_cuda() else 'not built')
 " || { echo "freqfusion_d2._C does not import after the install" >&2; exit 1; }

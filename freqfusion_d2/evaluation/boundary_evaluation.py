@@ -1,7 +1,8 @@
 """Boundary and hard-pixel error metrics of Seg-Aliasing (Chen et al., ICLR 2024).
 
-Definitions (spec: ``shared/docs/aliasing.md`` section 4.2), for a prediction P and a ground
-truth G (label maps at GT resolution, ignore value ``ign``):
+Definitions (the paper's hard-pixel / boundary evaluation, as computed by ``metrics.py`` of
+github.com/Linwei-Chen/Seg-Aliasing), for a prediction P and a ground truth G (label maps at GT
+resolution, ignore value ``ign``):
 
 1. Edges E(L): pixels where the 4-neighbour Laplacian of the uint8-cast label map is non-zero
    (reflect-101 border), so both sides of a label change are edges and the ignore label is an

@@ -1,6 +1,7 @@
 """Renaming of the official mmdet FreqFusion FPN checkpoints into this project's names.
 
-The official mmdet model (``FreqFusionCARAFEFPN``, spec freqfusion.md sections 3.2 and 4.2)
+The official mmdet model (``FreqFusionCARAFEFPN`` in
+``mmdetection/mmdet/models/necks/fpn_carafe.py`` of github.com/Linwei-Chen/FreqFusion)
 stores its four fusions as ``neck.alignment.{0,1,2,3}`` (P3->P2, P4->P3, P5->P4, P6->P5), its
 1x1 laterals as ``neck.lateral_convs.{0..3}.conv``, the P6 lateral (3x3 stride-2 conv on C5) as
 ``neck.lateral_convs.4.conv`` and the output convs as ``neck.fpn_convs.{0..4}.conv``.

@@ -1,4 +1,8 @@
-"""Mask2Former's set-prediction loss (spec mask2former.md sections 2.3-2.5).
+"""Mask2Former's set-prediction loss.
+
+Upstream: ``SetCriterion`` in ``mask2former/modeling/criterion.py`` and the loss weights of
+``MaskFormer.from_config`` in ``mask2former/maskformer_model.py``
+(github.com/facebookresearch/Mask2Former; Cheng et al., CVPR 2022, section 3.3).
 
 After Hungarian matching, three losses are computed for the final prediction and, with deep
 supervision, for every intermediate prediction of the transformer decoder (each matched again):

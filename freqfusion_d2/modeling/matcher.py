@@ -1,6 +1,8 @@
 """Hungarian matching between Mask2Former's query predictions and the ground-truth masks.
 
-Spec: mask2former.md section 2.2. For every image the cost of assigning query q to target j is
+Upstream: ``HungarianMatcher.memory_efficient_forward`` in ``mask2former/modeling/matcher.py``
+of github.com/facebookresearch/Mask2Former. For every image the cost of assigning query q to
+target j is
 
     C[q, j] = cost_mask * BCE(q, j) + cost_class * (-p_q[y_j]) + cost_dice * Dice(q, j)
 

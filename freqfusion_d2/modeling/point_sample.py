@@ -4,7 +4,9 @@ Mask2Former evaluates its mask losses on a few thousand sampled points instead o
 The two sampling primitives are detectron2's own PointRend functions, which ship with detectron2
 as ``detectron2.projects.point_rend`` (any source install or wheel built from the repository).
 They are re-exported here so that the matcher and the criterion share one import site, and so
-that the random-number call order (spec mask2former.md section 2.5) is the one upstream uses.
+that the random-number call order is the one upstream uses (``HungarianMatcher`` in
+``mask2former/modeling/matcher.py``, then ``SetCriterion.loss_masks`` in
+``mask2former/modeling/criterion.py``, github.com/facebookresearch/Mask2Former).
 
 ``point_sample(input, coords)``: ``input`` (N, C, H, W), ``coords`` (N, P, 2) in [0, 1]^2 as
 (x, y); returns (N, C, P) sampled bilinearly with zero padding, ``align_corners=False``

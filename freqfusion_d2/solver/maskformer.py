@@ -1,4 +1,7 @@
-"""Optimizer and LR-scheduler builders of the Mask2Former recipe (spec mask2former.md section 6).
+"""Optimizer and LR-scheduler builders of the Mask2Former recipe.
+
+Same recipe as upstream Mask2Former's ``train_net.py`` (``Trainer.build_optimizer`` and
+``Trainer.build_lr_scheduler``, github.com/facebookresearch/Mask2Former).
 
 ``build_maskformer_optimizer(cfg, model)``:
 

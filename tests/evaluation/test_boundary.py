@@ -56,7 +56,7 @@ def test_edges_and_band_small():
         label_edges(lab, mode="sobel")
 
 
-def test_spec_vector_shift():
+def test_reference_vector_shift():
     # G: columns >= 32 are class 1. P: columns >= 35 are class 1. 64 x 64.
     # GT edges: columns 31, 32 -> GT band 24..39; P edges 34, 35 -> P band 27..42.
     # R_B = 24..42: GT 0 on 24..31 (8 cols), GT 1 on 32..42 (11); P 0 on 24..34, P 1 on 35..42.
@@ -76,7 +76,7 @@ def test_spec_vector_shift():
     _check(m, BAcc_a=16 / 19, FErr_a=3 / 16, MErr_a=3 / 16, DErr_a=3 / 13)
 
 
-def test_spec_vector_false_response():
+def test_reference_vector_false_response():
     # G all 0; P has a 10 x 10 class-1 block at rows/cols 27..36. P band: rows/cols 19..44
     # (26 x 26 = 676) minus 4 corners = 672 px, 100 of them predicted 1.
     # FErr = 100 / 672; BIoU = (572/672 + 0) / 2 (IoU_1 = 0 / 100); BAcc = 572 / 672 (Acc_1 NaN);
@@ -94,7 +94,7 @@ def test_spec_vector_false_response():
     )
 
 
-def test_spec_vector_merging():
+def test_reference_vector_merging():
     g = np.zeros((64, 64), np.int64)
     g[22:42, 16:31] = 1
     g[22:42, 33:48] = 1
@@ -103,7 +103,7 @@ def test_spec_vector_merging():
     _check(_metrics(p, g), BIoU=0.95096, BAcc=0.98221, FErr=0.01434, MErr=0.01779, DErr=0.01434)
 
 
-def test_spec_vector_ignore_border():
+def test_reference_vector_ignore_border():
     # G: columns >= 16 are 255 (ignore); P all 0. The GT edge against ignore makes a band, but
     # ignore pixels are excluded: all counted pixels are right; P has no edges -> FErr, DErr NaN.
     g = np.zeros((64, 64), np.int64)

@@ -1,10 +1,11 @@
 """Parity of ``freqfusion_d2.layers.FreqFusion`` with an independent functional oracle.
 
-The oracle below is written only from the specification (docs/freqfusion.md, sections 1.2, 2.1-2.6,
-3.1 and 3.3). It works on an official-format state dict (key names and shapes of the official
-``FreqFusion`` module, spec table 3.1) with plain ``torch.nn.functional`` calls, so it shares no
-code with the module under test: CARAFE, the kernel normaliser, the local cosine similarity and
-the offset sampler are all re-derived here.
+The oracle below restates the official module (github.com/Linwei-Chen/FreqFusion,
+``FreqFusion.py``: ``carafe``, ``FreqFusion.__init__`` / ``_forward`` / ``kernel_normalizer``,
+``LocalSimGuidedSampler`` and ``compute_similarity``). It works on an official-format state
+dict (the key names and shapes that ``FreqFusion.__init__`` creates) with plain
+``torch.nn.functional`` calls, so it shares no code with the module under test: CARAFE, the
+kernel normaliser, the local cosine similarity and the offset sampler are all re-derived here.
 """
 
 import itertools
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from freqfusion_d2.layers import FreqFusion
 
-# Constructor defaults of the official module (spec section 2.1).
+# Constructor defaults of the official module (``FreqFusion.__init__``).
 DEFAULTS = dict(
     scale_factor=1,
     lowpass_kernel=5,
@@ -54,8 +55,9 @@ def _full_cfg(cfg):
 
 
 def oracle_carafe(features, masks, kernel_size, group_size, scale_factor):
-    """Zero-padded CARAFE (spec 1.2): unfold the k x k neighbourhoods, repeat them s x s times
-    (floor mapping of output to source pixel), and take the group-wise dot product with the masks.
+    """Zero-padded CARAFE (mmcv's ``carafe`` op; Wang et al., ICCV 2019): unfold the k x k
+    neighbourhoods, repeat them s x s times (floor mapping of output to source pixel), and take
+    the group-wise dot product with the masks.
     """
     n, c, h, w = features.shape
     k, g, s = kernel_size, group_size, scale_factor
@@ -69,7 +71,7 @@ def oracle_carafe(features, masks, kernel_size, group_size, scale_factor):
 
 
 def oracle_normalize(logits, k, window):
-    """Official ``kernel_normalizer`` (spec 2.4): softmax over the k*k taps of each group, multiply
+    """Official ``FreqFusion.kernel_normalizer``: softmax over the k*k taps of each group, multiply
     by the window (shape (1, 1, k, k) or the scalar-like (1,)), divide by the tap sum."""
     n, c, h, w = logits.shape
     g = c // (k * k)
@@ -84,8 +86,9 @@ def oracle_normalize(logits, k, window):
 
 
 def oracle_cos_d2(z):
-    """Cosine similarity of every pixel with its 8 neighbours at distance 2 (spec 2.5 step 2),
-    row-major neighbour order, zero padding (an out-of-bounds neighbour gives 0)."""
+    """Cosine similarity of every pixel with its 8 neighbours at distance 2 (the official
+    ``compute_similarity(x, 3, dilation=2)``), row-major neighbour order, zero padding (an
+    out-of-bounds neighbour gives 0)."""
     n, c, h, w = z.shape
     nb = F.unfold(z, kernel_size=3, dilation=2, padding=2).reshape(n, c, 9, h, w)
     sim = F.cosine_similarity(nb[:, :, 4:5], nb, dim=1, eps=1e-8)  # (n, 9, h, w)
@@ -93,7 +96,7 @@ def oracle_cos_d2(z):
 
 
 def oracle_sampler_offsets(sd, cfg, z_hr, z_lr):
-    """Offsets O (N, 8*G_r, H/2, W/2) of the LocalSimGuidedSampler (spec 2.5 steps 1-4)."""
+    """Offsets O (N, 8*G_r, H/2, W/2) of ``LocalSimGuidedSampler.get_offset_lp``."""
     c_c = cfg["compressed_channels"]
     pad = cfg["encoder_kernel"] // 2
     if cfg["feature_resample_norm"]:
@@ -118,7 +121,8 @@ def oracle_sampler_offsets(sd, cfg, z_hr, z_lr):
 
 def oracle_sample(feat, offsets, groups):
     """Bilinear, border-padded resampling of the HR tensor ``feat`` at LR-grid positions
-    (spec 2.5 steps 5-6). Offset channel = axis*4G + g*4 + a*2 + b, axis 0 = x, axis 1 = y."""
+    (``LocalSimGuidedSampler.sample``). Offset channel = axis*4G + g*4 + a*2 + b, axis 0 = x,
+    axis 1 = y."""
     n, c, hh, ww = feat.shape
     _, _, h, w = offsets.shape
     o = offsets.reshape(n, 2, groups, 2, 2, h, w)  # (n, axis, g, a, b, i, j)
@@ -141,10 +145,10 @@ def oracle_sample(feat, offsets, groups):
 
 
 def official_forward(sd, cfg, hr, lr):
-    """Functional FreqFusion forward on an official-format state dict (spec 2.3, 2.5).
+    """Functional FreqFusion forward on an official-format state dict (``FreqFusion._forward``).
 
     Args:
-        sd: mapping from the official key names (spec table 3.1) to tensors.
+        sd: mapping from the official key names to tensors.
         cfg: constructor options of the official module; missing ones take their defaults.
         hr: (N, C_h, H, W) high-resolution input.
         lr: (N, C_l, H/2, W/2) low-resolution input.
@@ -234,7 +238,8 @@ def hamming_window_2d(k):
 
 
 def init_pos(groups):
-    """Spec 2.5: channel axis*4G + g*4 + a*2 + b holds (b - 0.5)/2 for x and (a - 0.5)/2 for y."""
+    """``LocalSimGuidedSampler._init_pos``: channel axis*4G + g*4 + a*2 + b holds (b - 0.5)/2
+    for x and (a - 0.5)/2 for y."""
     vals = torch.empty(2, groups, 2, 2)
     for g, a, b in itertools.product(range(groups), range(2), range(2)):
         vals[0, g, a, b] = (b - 0.5) / 2
@@ -243,7 +248,8 @@ def init_pos(groups):
 
 
 def official_shapes(cfg):
-    """Key -> (shape, is_parameter) of the official module's state dict (spec table 3.1)."""
+    """Key -> (shape, is_parameter) of the official module's state dict, as
+    ``FreqFusion.__init__`` builds it."""
     cfg = _full_cfg(cfg)
     c_h, c_l, c_c = cfg["hr_channels"], cfg["lr_channels"], cfg["compressed_channels"]
     k_l, k_h, e = cfg["lowpass_kernel"], cfg["highpass_kernel"], cfg["encoder_kernel"]
@@ -322,7 +328,8 @@ def official_state_dict(cfg, generator):
 
 
 def legacy_names(sd):
-    """Rename ``direct_scale`` -> ``scope`` and ``hr_direct_scale`` -> ``hr_scope`` (spec 3.3)."""
+    """Rename ``direct_scale`` -> ``scope`` and ``hr_direct_scale`` -> ``hr_scope``: the
+    pre-release names, which the official ``SegNeXt/others/torch_model_rename.py`` renames."""
     out = {}
     for key, val in sd.items():
         for new, old in (
@@ -432,7 +439,7 @@ def _single_thread():
 
 
 def test_oracle_carafe_uniform_kernel_border_weights():
-    # Spec 1.2: uniform 5x5 kernel over a constant map: corner 9/25, one step in 16/25.
+    # Zero-padded CARAFE, uniform 5x5 kernel over a constant map: corner 9/25, one step in 16/25.
     feats = torch.ones(1, 1, 6, 6, dtype=torch.float64)
     masks = torch.full((1, 25, 12, 12), 1.0 / 25, dtype=torch.float64)
     out = oracle_carafe(feats, masks, 5, 1, 2)
@@ -459,7 +466,7 @@ def test_oracle_carafe_matches_sum_formula(k, g, s):
 
 
 def test_oracle_normalize_equals_softmax_plus_log_window():
-    # Spec 2.4: the normaliser equals softmax(logits + log w) over the taps.
+    # kernel_normalizer: the normaliser equals softmax(logits + log w) over the taps.
     gen = torch.Generator().manual_seed(4)
     logits = torch.randn(2, 25, 3, 4, generator=gen, dtype=torch.float64)
     win = hamming_window_2d(5).double()
@@ -484,14 +491,14 @@ def test_oracle_cos_d2_hand_values():
 
 
 def test_oracle_sampler_identity_with_init_pos_only():
-    # Spec 2.5: with zero learned offset the sampler is the identity map.
+    # LocalSimGuidedSampler: with zero learned offset the sampler is the identity map.
     gen = torch.Generator().manual_seed(6)
     feat = torch.randn(2, 8, 8, 6, generator=gen, dtype=torch.float64)
     offsets = init_pos(4).double().expand(2, 32, 4, 3)
     _assert_close(oracle_sample(feat, offsets, 4), feat, "identity sample", tol=1e-12)
 
 
-def test_init_pos_matches_spec_listing():
+def test_init_pos_matches_official():
     pos = init_pos(4).flatten().tolist()
     assert pos[:16] == [-0.25, 0.25] * 8
     assert pos[16:] == [-0.25, -0.25, 0.25, 0.25] * 4
@@ -506,7 +513,7 @@ def test_init_pos_matches_spec_listing():
 def test_state_dict_layout_matches_official(name):
     cfg = _cfg(name)
     model = _module(cfg)
-    # Same keys, shapes and state_dict() order as spec table 3.1.
+    # Same keys, shapes and state_dict() order as the official module.
     got = [(key, tuple(val.shape)) for key, val in model.state_dict().items()]
     expected = [(key, shape) for key, (shape, _) in official_shapes(cfg).items()]
     assert got == expected
@@ -532,7 +539,7 @@ def test_state_dict_layout_matches_official(name):
         ),
     ],
 )
-def test_parameter_counts_of_spec(options, expected):
+def test_parameter_counts_of_official_configs(options, expected):
     cfg = dict(hr_channels=256, lr_channels=256, compressed_channels=64, **options)
     model = _module(cfg)
     assert sum(p.numel() for p in model.parameters()) == expected
@@ -596,7 +603,7 @@ def test_legacy_scope_keys_load(name):
         _assert_close(a, b, f"legacy {name}: {what}")
 
 
-def test_spec_example_shapes():
+def test_example_shapes():
     model = FreqFusion(32, 48, compressed_channels=16, feature_resample=True)
     hr = torch.randn(2, 32, 16, 20)
     lr = torch.randn(2, 48, 8, 10)

@@ -13,8 +13,8 @@ from freqfusion_d2.modeling import FreqFusionFPN
 
 PANOPTIC = "configs/COCO-PanopticSegmentation/"
 TINY = "configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml"
-# One FreqFusion(256, 256, compressed 64, resample group 4) without / with GroupNorm
-# (spec freqfusion.md section 3.1).
+# One FreqFusion(256, 256, compressed 64, resample group 4) without / with GroupNorm (the
+# parameters that the official FreqFusion.__init__ creates for these options).
 FF_PARAMS = 104_434
 FF_PARAMS_GN = 104_690
 

@@ -106,7 +106,8 @@ def test_matcher_more_queries_than_targets_and_empty_image():
     assert len(q0) == 1 and t0.tolist() == [0]
     assert q1.numel() == 0 and t1.numel() == 0
     assert q1.dtype == torch.int64
-    # One rand(1, P, 2) per image, the empty one included (spec section 2.5).
+    # One rand(1, P, 2) per image, the empty one included (as upstream's
+    # HungarianMatcher.memory_efficient_forward).
     torch.manual_seed(3)
     torch.rand(1, 32, 2)
     torch.rand(1, 32, 2)
@@ -215,7 +216,8 @@ def test_deep_supervision_keys_and_skipping_unweighted_aux():
 
 
 def test_random_call_order_matches_upstream():
-    # Spec section 2.5: for each output (final, then aux in order): one rand(1, P, 2) per image
+    # Upstream's order (mask2former/modeling/matcher.py, then SetCriterion.loss_masks in
+    # criterion.py): for each output (final, then aux in order): one rand(1, P, 2) per image
     # in the matcher, then rand(R, int(P * k), 2) and rand(R, P - int(beta * P), 2).
     P, R = 16, 1  # one matched mask in the batch (the second image has no target)
     torch.manual_seed(1)

@@ -1,4 +1,8 @@
-"""Training augmentation lists of the Mask2Former mappers (spec mask2former.md section 5).
+"""Training augmentation lists of the Mask2Former mappers.
+
+They follow upstream's mappers in ``mask2former/data/dataset_mappers/`` of
+github.com/facebookresearch/Mask2Former (``build_transform_gen`` of the LSJ mappers and the
+``from_config`` of the MaskFormer mappers).
 
 One function per recipe; the mappers' ``from_config`` and the tests share them.
 """

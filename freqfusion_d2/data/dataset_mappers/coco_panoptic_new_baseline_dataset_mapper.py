@@ -1,7 +1,11 @@
 """COCO panoptic large-scale-jitter mapper (``INPUT.DATASET_MAPPER_NAME: coco_panoptic_lsj``).
 
-Spec mask2former.md section 5.1. One training target per non-crowd segment, things and stuff
-alike; crowd segments are dropped, so their pixels are negatives for every mask.
+Upstream: ``COCOPanopticNewBaselineDatasetMapper`` and ``build_transform_gen`` in
+github.com/facebookresearch/Mask2Former
+``mask2former/data/dataset_mappers/coco_panoptic_new_baseline_dataset_mapper.py``.
+
+One training target per non-crowd segment, things and stuff alike; crowd segments are dropped,
+so their pixels are negatives for every mask.
 """
 
 from detectron2.data import detection_utils as utils

@@ -1,7 +1,10 @@
 """Semantic MaskFormer mapper (``INPUT.DATASET_MAPPER_NAME: mask_former_semantic``).
 
-Spec mask2former.md section 5.2 (ADE20K). One training target per class present in the label
-map (ignore label excluded), in ascending class order. Training only.
+Upstream: ``MaskFormerSemanticDatasetMapper`` in github.com/facebookresearch/Mask2Former
+``mask2former/data/dataset_mappers/mask_former_semantic_dataset_mapper.py``, used for ADE20K.
+
+One training target per class present in the label map (ignore label excluded), in ascending
+class order. Training only.
 """
 
 import copy

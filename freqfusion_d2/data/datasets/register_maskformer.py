@@ -1,4 +1,7 @@
-"""Dataset registrations that Mask2Former adds to detectron2's builtin ones (spec section 5.4).
+"""Dataset registrations that Mask2Former adds to detectron2's builtin ones.
+
+Upstream: ``mask2former/data/datasets/register_coco_panoptic_annos_semseg.py`` and
+``register_ade20k_panoptic.py`` (``stuff_colors``) of github.com/facebookresearch/Mask2Former.
 
 Everything lives under ``$DETECTRON2_DATASETS`` (default ``datasets``) and is loaded lazily:
 registering touches no file, and a missing file only raises when the dataset is loaded, with the

@@ -1,4 +1,9 @@
-"""Detectron2's FPN with FreqFusion in the top-down path (spec freqfusion.md section 4.2)."""
+"""Detectron2's FPN with FreqFusion in the top-down path.
+
+The official FreqFusion FPN is ``FreqFusionCARAFEFPN`` in
+``mmdetection/mmdet/models/necks/fpn_carafe.py`` (github.com/Linwei-Chen/FreqFusion); here the
+fusions go into detectron2's ``FPN.forward`` (``detectron2/modeling/backbone/fpn.py``).
+"""
 
 import math
 from typing import Any, Dict, Optional

@@ -13,7 +13,8 @@ M2F_CONFIGS = sorted(
     + glob.glob(os.path.join(CONFIG_ROOT, "COCO-PanopticSegmentation", "mask2former*.yaml"))
 )
 
-# Upstream add_maskformer2_config + add_deeplab_config keys with their defaults (spec 4.1).
+# Upstream add_maskformer2_config (mask2former/config.py) + detectron2's add_deeplab_config
+# keys with their defaults.
 UPSTREAM_DEFAULTS = {
     "INPUT.DATASET_MAPPER_NAME": None,  # declared; the project-wide default is "" here
     "INPUT.COLOR_AUG_SSD": False,

@@ -1,7 +1,11 @@
-"""State-dict layout of Mask2Former equals upstream's (spec mask2former.md section 3).
+"""State-dict layout of Mask2Former equals upstream's (github.com/facebookresearch/Mask2Former).
 
-The expected keys and shapes are generated from the spec's tables; the totals are the spec's
-verified counts (section 3.6). Large models are built on the meta device (no memory, no init).
+The expected keys and shapes are generated from tables of upstream's modules (``MaskFormer``,
+``MSDeformAttnPixelDecoder``, ``MultiScaleMaskedTransformerDecoder``, ``D2SwinTransformer`` and,
+for FreqFusion, ``FreqAwareMSDeformAttnPixelDecoder2`` of github.com/Linwei-Chen/FreqFusion
+``Mask2Former/mask2former/modeling/pixel_decoder/msdeformattn.py``); the totals are the counts of
+upstream models built with the same configs. Large models are built on the meta device (no
+memory, no init).
 """
 
 import pickle
@@ -22,11 +26,12 @@ def build_meta(relpath, opts=()):
     return cfg, build_model(cfg)
 
 
-# ---------------------------------------------------------------- expected tables (spec 3.2-3.5)
+# ------------------------------------------------------------------------------ expected tables
 
 
 def pixel_decoder_keys(c, in_channels, heads, enc_layers, ffn=1024, mask_dim=None, points=4):
-    """Spec 3.2 with NORM = GN; ``in_channels`` = channels of res2..res5."""
+    """Upstream ``MSDeformAttnPixelDecoder`` with NORM = GN; ``in_channels`` = channels of
+    res2..res5."""
     mask_dim = mask_dim or c
     c2, c3, c4, c5 = in_channels
     levels = 3
@@ -64,7 +69,8 @@ def pixel_decoder_keys(c, in_channels, heads, enc_layers, ffn=1024, mask_dim=Non
 
 
 def freqfusion_keys(c, modules=3, resample=True):
-    """Spec 3.5: FreqFusion with C_c = 2C // 8, G_r = 4, no Hamming window, no GroupNorm."""
+    """The fork's ``FreqAwareMSDeformAttnPixelDecoder2``: FreqFusion with C_c = 2C // 8,
+    G_r = 4, no Hamming window, no GroupNorm."""
     cc = (2 * c) // 8
     g = 4
     one = {
@@ -97,7 +103,8 @@ def freqfusion_keys(c, modules=3, resample=True):
 
 
 def predictor_keys(d, q, k, ffn, layers, mask_dim=None, in_channels=None):
-    """Spec 3.3; input projections only when in_channels is given."""
+    """Upstream ``MultiScaleMaskedTransformerDecoder``; input projections only when
+    in_channels is given."""
     mask_dim = mask_dim or d
     keys = {}
     for i in range(layers):
@@ -136,7 +143,7 @@ def predictor_keys(d, q, k, ffn, layers, mask_dim=None, in_channels=None):
 
 
 def swin_keys(embed, depths, heads, window, patch=4, mlp_ratio=4.0):
-    """Spec 3.4 with PATCH_NORM, QKV_BIAS and no APE."""
+    """Upstream ``D2SwinTransformer`` with PATCH_NORM, QKV_BIAS and no APE."""
     keys = {
         "patch_embed.proj.weight": (embed, 3, patch, patch),
         "patch_embed.proj.bias": (embed,),
@@ -189,7 +196,7 @@ R50_CH = (256, 512, 1024, 2048)
 SWIN_B = dict(embed=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window=12)
 SWIN_L = dict(embed=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window=12)
 
-# (config, extra opts, classes, backbone spec, FreqFusion, total keys, parameters (spec 3.6)).
+# (config, extra opts, classes, backbone, FreqFusion, total keys, parameters of upstream's model).
 CASES = [
     (COCO + "mask2former_R50_bs16_50ep.yaml", (), 133, "R50", False, 558, 43_983_878),
     (ADE + "mask2former_R50_bs16_160k.yaml", (), 150, "R50", False, 558, 43_988_247),
@@ -247,7 +254,7 @@ def test_reference_state_dict(case):
     )
     if freqfusion:
         expected_head.update(freqfusion_keys(256))
-        # About 0.31M parameters: 3 modules of 104,434 (spec 3.5).
+        # About 0.31M parameters: 3 modules of 104,434.
         ff = model.sem_seg_head.pixel_decoder.freqfusions
         assert [sum(p.numel() for p in m.parameters()) for m in ff] == [104_434] * 3
     assert shapes_under(sd, "sem_seg_head.pixel_decoder.") == expected_head
@@ -266,7 +273,7 @@ def test_reference_state_dict(case):
         assert index.dtype == torch.int64
     assert tuple(sd["criterion.empty_weight"].shape) == (num_classes + 1,)
     assert not any(k.startswith("pixel_") for k in sd)  # pixel_mean/std are not persistent
-    # Counts of spec 3.6: head keys 117 (+57 FreqFusion) and 175 predictor keys.
+    # Upstream's counts: head keys 117 (+57 FreqFusion) and 175 predictor keys.
     assert len(shapes_under(sd, "sem_seg_head.pixel_decoder.")) == (174 if freqfusion else 117)
     assert len(shapes_under(sd, "sem_seg_head.predictor.")) == 175
     if total_keys is not None:
@@ -284,7 +291,7 @@ def test_enforce_input_proj_adds_decoder_projections():
 
 
 def test_tiny_configs_key_counts():
-    # Spec 8.1: 221 keys (R18), 278 with FreqFusion, 254 for the tiny Swin.
+    # As upstream builds them: 221 keys (R18), 278 with FreqFusion, 254 for the tiny Swin.
     for relpath, opts, keys in (
         (TINY_CONFIG, [], 221),
         (TINY_FF_CONFIG, [], 278),
@@ -304,7 +311,7 @@ def test_v1_decoder_builds_with_two_modules_without_offset_generator():
     assert ff == freqfusion_keys(64, modules=2, resample=False)
 
 
-# ------------------------------------------------------------------------- loading (spec 3.7)
+# -------------------------------------------------------------------------------------- loading
 
 
 @pytest.fixture(scope="module")
