@@ -130,7 +130,7 @@ def _add_sfm_keys(cfg: CN) -> None:
     declare_key(sfm, "ARS_NORM", "LN")
     # Use MSAU for the final upsampling of the segmentation output (SFMSemSegFPNHead) and of
     # Mask2Former's masks (MaskFormer inference and its point-sampled mask losses). Stage outputs
-    # behind an ARS are always demodulated by an MSAU of their own.
+    # behind an ARS are always demodulated (see DEMOD_DILATIONS).
     declare_key(sfm, "MSAU", False)
     # MSAU scales: dilations of the neighbourhood, one learnable width and gate each.
     declare_key(sfm, "MSAU_DILATIONS", [1, 2])
@@ -138,3 +138,6 @@ def _add_sfm_keys(cfg: CN) -> None:
     declare_key(sfm, "MSAU_KERNEL", 3)
     # Newton steps that invert the sampling grids.
     declare_key(sfm, "MSAU_INVERSE_ITERATIONS", 5)
+    # Scales of the MSAU that brings each stage output behind an ARS back to the undistorted
+    # frame. Empty: bilinear interpolation at the inverted grid only (no parameters, cheapest).
+    declare_key(sfm, "DEMOD_DILATIONS", [])

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .carafe import carafe
 from .sampling_grid import identity_grid, invert_position_field, sample_field
 
 __all__ = ["MultiScaleAdaptiveUpsampler", "gather_weighted_sum", "lattice_targets"]
@@ -121,7 +122,7 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
     ):
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
-        if not dilations or any(d < 1 for d in dilations):
+        if any(d < 1 for d in dilations):
             raise ValueError(
                 f"MultiScaleAdaptiveUpsampler: dilations must be integers >= 1, got {dilations}"
             )
@@ -143,8 +144,11 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         self.dilations = dilations
         self.kernel_size = int(kernel_size)
         self.inverse_iterations = int(inverse_iterations)
-        self.log_fwhm = nn.Parameter(torch.tensor([math.log(f) for f in init_fwhm]))
-        self.gates = nn.Parameter(torch.zeros(len(dilations)))
+        if dilations:
+            self.log_fwhm = nn.Parameter(torch.tensor([math.log(f) for f in init_fwhm]))
+            self.gates = nn.Parameter(torch.zeros(len(dilations)))
+        else:  # the base term only: a parameter-free demodulator
+            self.log_fwhm = self.gates = None
         r = self.kernel_size // 2
         offsets = torch.stack(
             torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="xy")
@@ -193,7 +197,12 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         return self._mix(x, base, u, targets, positions)
 
     def _mix(self, x, base, u, targets, positions):
-        """``base + sum_d g_d * (scale_d - base)``."""
+        """``base + sum_d g_d * (scale_d - base)``. Neighbours past the border read the border
+        sample (replicate padding) but keep their own position, one pixel further out per
+        pixel, so that the lattice fast path (a convolution of the padded map) is the same
+        function."""
+        if not self.dilations:
+            return base
         n, c, h, w = x.shape
         out_h, out_w = targets.shape[-2:]
         anchor = torch.round(u).detach().long()
@@ -203,16 +212,15 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         fwhm = self.log_fwhm.exp().to(targets.dtype)
         indices, weights = [], []
         for s, d in enumerate(self.dilations):
-            nb = anchor.reshape(n, 2, 1, 1, -1) + offsets * d  # (N, 2, 1, k*k, M)
-            nb = torch.minimum(torch.clamp(nb, min=0), upper)
+            virtual = anchor.reshape(n, 2, 1, 1, -1) + offsets * d  # (N, 2, 1, k*k, M)
+            nb = torch.minimum(torch.clamp(virtual, min=0), upper)
             index = (nb[:, 1] * w + nb[:, 0]).reshape(n, -1)  # (N, k*k*M)
-            if positions is None:
-                where = nb.to(targets.dtype)
-            else:
-                where = positions.reshape(n, 2, h * w).gather(
+            where = virtual.to(targets.dtype)
+            if positions is not None:
+                sampled = positions.reshape(n, 2, h * w).gather(
                     2, index.unsqueeze(1).expand(n, 2, -1)
                 )
-                where = where.view(n, 2, 1, -1, out_h * out_w)
+                where = where + (sampled.view_as(where) - nb.to(targets.dtype))
             dist2 = ((where - flat_t) ** 2).sum(1)  # (N, 1, k*k, M)
             logits = -4.0 * math.log(2.0) * dist2 / (fwhm[s] * fwhm[s])
             weights.append(logits.softmax(dim=2)[:, 0] * self.gates[s].to(targets.dtype))
@@ -234,7 +242,8 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         """Upsamples ``x`` to ``size`` (or by ``scale_factor``).
 
         Without ``positions`` the base term is ``F.interpolate(x, size, mode="bilinear",
-        align_corners=False)``, so a new upsampler returns exactly that.
+        align_corners=False)``, so a new upsampler returns that (to float rounding: for an
+        integer scale the whole function is one CARAFE pass, its bilinear weights included).
 
         Args:
             x: (N, C, h, w) map.
@@ -256,11 +265,74 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         targets = lattice_targets((h, w), size, dtype=dtype, device=x.device)
         if positions is not None:
             return self.sample(x, targets, positions)
+        if not self.dilations:
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if size[0] % h == 0 and size[0] // h == size[1] / w:
+            return self._lattice_upsample(x, size[0] // h)
+        base = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         targets = targets.expand(x.shape[0], 2, *size)
         upper = targets.new_tensor([w - 1, h - 1]).view(1, 2, 1, 1)
         u = torch.minimum(torch.clamp(targets, min=0.0), upper)
-        base = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return self._mix(x, base, u, targets, None)
+
+    def _lattice_kernels(self, scale: int, dtype, device) -> torch.Tensor:
+        """(scale^2, 1, 2R+1, 2R+1) filters, one per output phase, whose responses on the
+        replicate-padded map are ``(1 - sum_d g_d) * bilinear + sum_d g_d * scale_d`` on an
+        upsampling lattice of integer ``scale`` without positions (every output pixel of a
+        phase has the same neighbourhood geometry around the input pixel it falls in;
+        replicate padding gives bilinear's border clamping)."""
+        r = self.kernel_size // 2
+        reach = max(max(self.dilations) * r, 1)
+        side = 2 * reach + 1
+        # Offset of each output phase from its input pixel (F.interpolate's half-pixel rule).
+        delta = (torch.arange(scale, dtype=dtype, device=device) + 0.5) / scale - 0.5
+        dy, dx = (t.reshape(-1) for t in torch.meshgrid(delta, delta, indexing="ij"))
+        phases = scale * scale
+        kernels = torch.zeros(phases, side * side, dtype=dtype, device=device)
+
+        def put(kernels, oy, ox, values):
+            # values (P, T) at integer offsets (oy, ox) (P, T) from the centre.
+            index = ((oy + reach) * side + (ox + reach)).long()
+            return kernels.scatter_add(1, index, values)
+
+        # Bilinear taps: floor(delta) and floor(delta) + 1 on each axis.
+        fy, fx = torch.floor(dy), torch.floor(dx)
+        wy, wx = dy - fy, dx - fx
+        keep = 1.0 - self.gates.sum().to(dtype)
+        for ty, ay in ((fy, 1 - wy), (fy + 1, wy)):
+            for tx, ax in ((fx, 1 - wx), (fx + 1, wx)):
+                kernels = put(kernels, ty[:, None], tx[:, None], (keep * ay * ax)[:, None])
+        offsets = self._offsets.to(device=device, dtype=dtype)  # (2, k*k)
+        fwhm = self.log_fwhm.exp().to(dtype)
+        for s, d in enumerate(self.dilations):
+            ox, oy = offsets[0] * d, offsets[1] * d
+            dist2 = (ox[None] - dx[:, None]) ** 2 + (oy[None] - dy[:, None]) ** 2  # (P, k*k)
+            weights = (-4.0 * math.log(2.0) * dist2 / (fwhm[s] * fwhm[s])).softmax(dim=1)
+            kernels = put(
+                kernels,
+                oy[None].expand(phases, -1),
+                ox[None].expand(phases, -1),
+                weights * self.gates[s].to(dtype),
+            )
+        return kernels.view(phases, 1, side, side)
+
+    def _lattice_upsample(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """The whole upsampler on an integer-``scale`` lattice without positions: the phase
+        filters applied by CARAFE (the same k x k window around the input pixel each output
+        pixel falls in), on the replicate-padded map, so the output is written once."""
+        n, c, h, w = x.shape
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        kernels = self._lattice_kernels(scale, dtype, x.device).to(x.dtype)
+        side = kernels.shape[-1]
+        reach = side // 2
+        padded = F.pad(x, [reach] * 4, mode="replicate")
+        hp, wp = h + 2 * reach, w + 2 * reach
+        # masks[t, scale * qy + py, scale * qx + px] = filter of phase (py, px) at tap t.
+        masks = kernels.view(scale, scale, side * side).permute(2, 0, 1).repeat(1, hp, wp)
+        masks = masks.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
+        out = carafe(padded, masks, side, 1, scale)
+        lo = scale * reach
+        return out[..., lo : lo + scale * h, lo : lo + scale * w]
 
     def point_sample(
         self,

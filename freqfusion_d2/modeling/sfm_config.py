@@ -8,7 +8,14 @@ from torch import nn
 
 from ..layers import AdaptiveResampler, MultiScaleAdaptiveUpsampler
 
-__all__ = ["sfm_norm", "ars_kwargs_from_config", "msau_kwargs_from_config", "make_ars", "make_msau"]
+__all__ = [
+    "sfm_norm",
+    "ars_kwargs_from_config",
+    "msau_kwargs_from_config",
+    "make_ars",
+    "make_msau",
+    "make_demodulator",
+]
 
 
 def sfm_norm(name: str) -> Callable[[int], nn.Module]:
@@ -33,11 +40,12 @@ def ars_kwargs_from_config(cfg) -> Dict[str, Any]:
     }
 
 
-def msau_kwargs_from_config(cfg) -> Dict[str, Any]:
-    """MultiScaleAdaptiveUpsampler keyword arguments from ``cfg.MODEL.SFM``."""
+def msau_kwargs_from_config(cfg, demodulator: bool = False) -> Dict[str, Any]:
+    """MultiScaleAdaptiveUpsampler keyword arguments from ``cfg.MODEL.SFM`` (scales from
+    ``DEMOD_DILATIONS`` for a stage demodulator, else ``MSAU_DILATIONS``)."""
     sfm = cfg.MODEL.SFM
     return {
-        "dilations": tuple(sfm.MSAU_DILATIONS),
+        "dilations": tuple(sfm.DEMOD_DILATIONS if demodulator else sfm.MSAU_DILATIONS),
         "kernel_size": sfm.MSAU_KERNEL,
         "inverse_iterations": sfm.MSAU_INVERSE_ITERATIONS,
     }
@@ -49,5 +57,10 @@ def make_ars(cfg, channels: int) -> AdaptiveResampler:
 
 
 def make_msau(cfg) -> MultiScaleAdaptiveUpsampler:
-    """An MSAU with the configured scales."""
+    """An MSAU for a final upsampling."""
     return MultiScaleAdaptiveUpsampler(**msau_kwargs_from_config(cfg))
+
+
+def make_demodulator(cfg) -> MultiScaleAdaptiveUpsampler:
+    """An MSAU that brings a stage output back to the undistorted frame."""
+    return MultiScaleAdaptiveUpsampler(**msau_kwargs_from_config(cfg, demodulator=True))

@@ -31,7 +31,7 @@ def test_new_upsampler_is_bilinear_upsampling(in_size, out_size):
     x = torch.randn(2, 5, *in_size, generator=gen)
     msau = MultiScaleAdaptiveUpsampler()
     bilinear = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
-    assert torch.equal(msau(x, out_size), bilinear)
+    torch.testing.assert_close(msau(x, out_size), bilinear, rtol=0, atol=1e-6)
     # With an undistorted position field (a new ARS) the base term is grid_sample's.
     y = msau(x, out_size, positions=identity_grid(*in_size, batch=2))
     torch.testing.assert_close(y, bilinear, rtol=0, atol=1e-5)
@@ -40,7 +40,9 @@ def test_new_upsampler_is_bilinear_upsampling(in_size, out_size):
 def test_scale_factor_matches_interpolate():
     x = torch.randn(1, 3, 7, 9)
     ref = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-    assert torch.equal(MultiScaleAdaptiveUpsampler()(x, scale_factor=4), ref)
+    torch.testing.assert_close(
+        MultiScaleAdaptiveUpsampler()(x, scale_factor=4), ref, rtol=0, atol=1e-6
+    )
 
 
 def test_lattice_targets_follow_interpolate_convention():
@@ -166,7 +168,6 @@ def test_demodulate_undoes_a_resampling():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(dilations=()), "dilations must be integers >= 1"),
         (dict(dilations=(0, 1)), "dilations must be integers >= 1"),
         (dict(kernel_size=2), "kernel_size must be odd"),
         (dict(init_fwhm=(1.0,)), "init_fwhm must hold one positive width per dilation"),
@@ -187,3 +188,39 @@ def test_bad_inputs():
         msau(x, (8, 8), positions=torch.zeros(1, 2, 8, 8))
     with pytest.raises(ValueError, match=r"x must be \(N, C, h, w\)"):
         msau(torch.randn(2, 4, 4), (8, 8))
+
+
+@pytest.mark.parametrize("in_size,scale", [((6, 7), 4), ((5, 5), 3), ((4, 6), 1)])
+def test_lattice_fast_path_is_the_gathered_function(in_size, scale):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, *in_size, generator=gen, dtype=torch.float64)
+    msau = _active_upsampler()
+    out_size = (in_size[0] * scale, in_size[1] * scale)
+    fast = msau(x, out_size)  # one convolution per call
+    gathered = msau.sample(x, lattice_targets(in_size, out_size, dtype=torch.float64))
+    torch.testing.assert_close(fast, gathered, rtol=0, atol=1e-12)
+    assert (fast - F.interpolate(x, out_size, mode="bilinear")).abs().max() > 1e-3
+
+
+def test_lattice_fast_path_gradcheck():
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    msau = _active_upsampler()
+    log_fwhm = msau.log_fwhm.detach().clone().requires_grad_(True)
+    gates = msau.gates.detach().clone().requires_grad_(True)
+
+    def fn(x, log_fwhm, gates):
+        params = {"log_fwhm": log_fwhm, "gates": gates}
+        return torch.func.functional_call(msau, params, (x, (6, 8)))
+
+    assert torch.autograd.gradcheck(fn, (x, log_fwhm, gates))
+
+
+def test_scale_free_upsampler_is_a_parameter_free_demodulator():
+    h, w = 32, 40
+    positions = _warp(h, w, cy=14, cx=25)
+    x = torch.randn(1, 3, h, w, dtype=torch.float64)
+    geometric = MultiScaleAdaptiveUpsampler(dilations=()).double()
+    assert list(geometric.parameters()) == []
+    u = invert_position_field(positions, identity_grid(h, w, dtype=torch.float64))
+    torch.testing.assert_close(geometric.demodulate(x, positions), sample_field(x, u))
+    assert torch.equal(geometric(x, (64, 80)), F.interpolate(x, (64, 80), mode="bilinear"))

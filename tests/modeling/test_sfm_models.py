@@ -91,7 +91,7 @@ def test_sfm_adds_fewer_than_1_5m_parameters_to_r50():
     extra = sum(p.numel() for p in sfm.parameters()) - sum(p.numel() for p in baseline.parameters())
     new = sum(p.numel() for n, p in sfm.named_parameters() if _is_new(n))
     assert extra == new
-    # avgpsp generators: C^2 + 4C + 1 for C = 256, 512, 1024, plus 4 per MSAU.
+    # avgpsp generators: C^2 + 4C + 1 for C = 256, 512, 1024, plus 4 for the final MSAU.
     assert 1_380_000 < extra < 1_500_000
 
 
@@ -253,6 +253,7 @@ def test_sfm_config_trains_a_few_iterations_on_synthetic_data(path, synthetic):
     optimizer = build_optimizer(cfg, model)
     loader = iter(build_detection_train_loader(cfg, mapper=build_train_mapper(cfg)))
     heads = {n: p for n, p in model.named_parameters() if n.endswith("saliency.2.weight")}
+    assert len(heads) == 3
     heads.update({n: p for n, p in model.named_parameters() if n.endswith("gates")})
     start = {n: p.detach().clone() for n, p in heads.items()}
     assert len(start) >= 4

@@ -22,7 +22,7 @@ from detectron2.modeling.backbone.resnet import ResNet, build_resnet_backbone
 from torch import nn
 
 from ...layers.sampling_grid import compose_positions, subsample_positions
-from ..sfm_config import make_ars, make_msau
+from ..sfm_config import make_ars, make_demodulator
 
 __all__ = ["SFMResNet", "build_resnet_sfm_backbone", "build_resnet_sfm_fpn_backbone"]
 
@@ -132,7 +132,9 @@ def sfm_resnet_from(base: ResNet, cfg) -> SFMResNet:
         if name in ars_stages
     }
     # SFMResNet keeps those of the output stages at or after the first ARS.
-    demodulators = {name: make_msau(cfg) for name in base._out_features if name in stage_names}
+    demodulators = {
+        name: make_demodulator(cfg) for name in base._out_features if name in stage_names
+    }
     return SFMResNet(
         base.stem,
         base.stages,

@@ -12,7 +12,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from torch import nn
 
 from ...layers.sampling_grid import compose_positions, subsample_positions
-from ..sfm_config import make_ars, make_msau
+from ..sfm_config import make_ars, make_demodulator
 from .sfm_resnet import check_ars_stages
 from .swin import D2SwinTransformer
 
@@ -60,7 +60,7 @@ class SFMSwinTransformer(D2SwinTransformer):
         check_ars_stages(ars_stages, names[1:], "SFMSwinTransformer")
         channels = {n: cfg.MODEL.SWIN.EMBED_DIM * 2 ** (i - 1) for i, n in enumerate(names)}
         ret["resamplers"] = {n: make_ars(cfg, channels[n]) for n in ars_stages}
-        ret["demodulators"] = {n: make_msau(cfg) for n in names}
+        ret["demodulators"] = {n: make_demodulator(cfg) for n in names}
         return ret
 
     def forward_with_positions(
