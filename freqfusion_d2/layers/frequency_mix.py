@@ -21,9 +21,10 @@ computes exactly these (from ``rfft2``), so the channel attention sees what the 
 sees. The official ``fftshift`` runs over every dimension of the ``(N, C, H, W)`` spectrum: the
 channel roll by ``C // 2`` it gives the attention input is reproduced; the batch roll, which makes
 the attention of image n use the spectrum of image ``(n - N // 2) mod N`` of the same batch, is
-not (it mixes images; with one image per batch both agree). ``gap_mode="abs"`` pools the magnitude ``|Z M|`` instead, as an earlier version of the
-official code did; a_L, a_H are then single sigmoids. That is a deviation from the released
-models.
+not (it mixes images; with one image per batch both agree).
+
+``gap_mode="abs"`` pools the magnitude ``|Z M|`` instead, as an earlier version of the official
+code did; a_L, a_H are then single sigmoids. That is a deviation from the released models.
 """
 
 import math
