@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freqfusion_d2.analysis import aliasing_score
 from freqfusion_d2.layers import AdaptiveResampler
 from freqfusion_d2.layers.sampling_grid import to_normalized
 
@@ -63,12 +64,11 @@ def high_frequency_saliency(img: torch.Tensor, stride: int, sharpness: float) ->
 
 
 def log_spectrum(img: torch.Tensor):
-    """Centred log power spectrum (numpy) and the share of power above the stride-2 limit."""
+    """Centred log power spectrum (numpy) and the aliasing score before a stride-2 step (the
+    share of power outside ``|u|, |v| <= 0.25``, mean removed)."""
     x = img[0, 0].double()
     power = torch.fft.fft2(x - x.mean()).abs().square()
-    fy = torch.fft.fftfreq(x.shape[0], dtype=torch.float64).abs().view(-1, 1)
-    fx = torch.fft.fftfreq(x.shape[1], dtype=torch.float64).abs().view(1, -1)
-    share = float(power[(fy > NYQUIST) | (fx > NYQUIST)].sum() / power.sum())
+    share = float(aliasing_score(img.double(), cutoff=NYQUIST, remove_dc=True)[0])
     return torch.fft.fftshift(torch.log1p(power)).numpy(), share
 
 

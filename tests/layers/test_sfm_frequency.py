@@ -1,24 +1,22 @@
 """Evidence that ARS modulates frequency and MSAU demodulates it, on synthetic maps.
 
-The aliasing score here is a local stand-in (the share of spectral power outside the square
-|u|, |v| <= f_N that a stride-2 subsampling keeps, f_N = 0.25 cycles/px), the reconstructed
-definition of the Seg-Aliasing paper's score.
+The aliasing score is ``freqfusion_d2.analysis.aliasing_score`` (the share of spectral power
+outside the square |u|, |v| <= f_N that a stride-s subsampling keeps) with the plain stride-2
+Nyquist frequency f_N = 0.25 cycles/px.
 """
 
 import math
 
 import torch
 
+from freqfusion_d2.analysis import aliasing_score, nyquist
 from freqfusion_d2.layers import AdaptiveResampler, MultiScaleAdaptiveUpsampler
 
 
-def aliasing_share(feature: torch.Tensor, cutoff: float = 0.25) -> float:
-    """Share of the power of a (C, H, W) map at frequencies above ``cutoff`` on either axis."""
-    power = torch.fft.fft2(feature.detach().double()).abs().square().sum(0)
-    fy = torch.fft.fftfreq(feature.shape[-2], dtype=torch.float64).abs().view(-1, 1)
-    fx = torch.fft.fftfreq(feature.shape[-1], dtype=torch.float64).abs().view(1, -1)
-    high = (fy > cutoff) | (fx > cutoff)
-    return float(power[high].sum() / power.sum())
+def aliasing_share(feature: torch.Tensor) -> float:
+    """Aliasing score of one (C, H, W) map before a stride-2 step."""
+    cutoff = nyquist(1, 1, stride=2, mode="plain")
+    return float(aliasing_score(feature.detach()[None], cutoff=cutoff)[0])
 
 
 def _patch_feature(size=64, patch=(24, 40), freq=0.32):
