@@ -103,8 +103,6 @@ class SFMResNet(ResNet):
                 outputs[name] = (
                     x if positions is None else self.demod[name].demodulate(x, positions)
                 )
-        if self.num_classes is not None:
-            raise ValueError("SFMResNet: classification heads are not supported")
         return outputs, fields
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
