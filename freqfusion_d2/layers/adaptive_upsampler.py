@@ -154,6 +154,8 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
             torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="xy")
         ).view(2, -1)
         self.register_buffer("_offsets", offsets, persistent=False)  # (2, k*k) as (dx, dy)
+        # Lattice path: None picks by device and threads; tests force "carafe" or "conv".
+        self._lattice_op = None
 
     def _check(self, x: torch.Tensor, positions: Optional[torch.Tensor]):
         if x.dim() != 4:
@@ -243,7 +245,7 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
 
         Without ``positions`` the base term is ``F.interpolate(x, size, mode="bilinear",
         align_corners=False)``, so a new upsampler returns that (to float rounding: for an
-        integer scale the whole function is one CARAFE pass, its bilinear weights included).
+        integer scale the whole function is one filtering pass, its bilinear weights included).
 
         Args:
             x: (N, C, h, w) map.
@@ -317,22 +319,34 @@ class MultiScaleAdaptiveUpsampler(nn.Module):
         return kernels.view(phases, 1, side, side)
 
     def _lattice_upsample(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        """The whole upsampler on an integer-``scale`` lattice without positions: the phase
-        filters applied by CARAFE (the same k x k window around the input pixel each output
-        pixel falls in), on the replicate-padded map, so the output is written once."""
+        """The whole upsampler on an integer-``scale`` lattice without positions: per-phase
+        filters on the replicate-padded map (every output pixel of a phase has the same window
+        around the input pixel it falls in). Single-threaded on the CPU, CARAFE applies them in
+        one pass; elsewhere a convolution and an interleave of the phases, which scale with
+        threads (both compute the same values; the output is memory-bound either way)."""
+        use_carafe = x.device.type == "cpu" and torch.get_num_threads() == 1
+        if self._lattice_op is not None:
+            use_carafe = self._lattice_op == "carafe"
         n, c, h, w = x.shape
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         kernels = self._lattice_kernels(scale, dtype, x.device).to(x.dtype)
         side = kernels.shape[-1]
         reach = side // 2
         padded = F.pad(x, [reach] * 4, mode="replicate")
-        hp, wp = h + 2 * reach, w + 2 * reach
-        # masks[t, scale * qy + py, scale * qx + px] = filter of phase (py, px) at tap t.
-        masks = kernels.view(scale, scale, side * side).permute(2, 0, 1).repeat(1, hp, wp)
-        masks = masks.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
-        out = carafe(padded, masks, side, 1, scale)
-        lo = scale * reach
-        return out[..., lo : lo + scale * h, lo : lo + scale * w]
+        if use_carafe:
+            hp, wp = h + 2 * reach, w + 2 * reach
+            # masks[t, scale * qy + py, scale * qx + px] = filter of phase (py, px) at tap t.
+            masks = kernels.view(scale, scale, side * side).permute(2, 0, 1).repeat(1, hp, wp)
+            masks = masks.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
+            out = carafe(padded, masks, side, 1, scale)
+            lo = scale * reach
+            return out[..., lo : lo + scale * h, lo : lo + scale * w]
+        flat = padded.reshape(n * c, 1, h + 2 * reach, w + 2 * reach)
+        # Channels-last output puts the phases of one input pixel together, so interleaving
+        # them moves runs of ``scale`` values instead of single ones.
+        out = F.conv2d(flat.contiguous(memory_format=torch.channels_last), kernels)
+        out = out.permute(0, 2, 3, 1).reshape(n * c, h, w, scale, scale)
+        return out.permute(0, 1, 3, 2, 4).reshape(n, c, h * scale, w * scale)
 
     def point_sample(
         self,

@@ -190,11 +190,13 @@ def test_bad_inputs():
         msau(torch.randn(2, 4, 4), (8, 8))
 
 
+@pytest.mark.parametrize("op", ["carafe", "conv"])
 @pytest.mark.parametrize("in_size,scale", [((6, 7), 4), ((5, 5), 3), ((4, 6), 1)])
-def test_lattice_fast_path_is_the_gathered_function(in_size, scale):
+def test_lattice_fast_path_is_the_gathered_function(in_size, scale, op):
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, *in_size, generator=gen, dtype=torch.float64)
     msau = _active_upsampler()
+    msau._lattice_op = op
     out_size = (in_size[0] * scale, in_size[1] * scale)
     fast = msau(x, out_size)  # one convolution per call
     gathered = msau.sample(x, lattice_targets(in_size, out_size, dtype=torch.float64))
@@ -202,9 +204,11 @@ def test_lattice_fast_path_is_the_gathered_function(in_size, scale):
     assert (fast - F.interpolate(x, out_size, mode="bilinear")).abs().max() > 1e-3
 
 
-def test_lattice_fast_path_gradcheck():
+@pytest.mark.parametrize("op", ["carafe", "conv"])
+def test_lattice_fast_path_gradcheck(op):
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     msau = _active_upsampler()
+    msau._lattice_op = op
     log_fwhm = msau.log_fwhm.detach().clone().requires_grad_(True)
     gates = msau.gates.detach().clone().requires_grad_(True)
 
