@@ -52,9 +52,8 @@ def main(args):
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    trainer.train()
-    # The EvalHook evaluates at the end of training.
-    results = getattr(trainer, "_last_eval_results", None)
+    # The EvalHook evaluates at the end of training; train() returns its results.
+    results = trainer.train()
     write_results(cfg, results)
     return results
 

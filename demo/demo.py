@@ -19,11 +19,11 @@ import cv2
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from freqfusion_d2.engine import setup_cfg
+from freqfusion_d2.engine import Predictor, confidence_threshold_opts, setup_cfg
+from freqfusion_d2.engine.predictor import DEFAULT_CONFIDENCE
 
 MODES = ("auto", "panoptic", "instance", "semantic")
 
@@ -57,19 +57,27 @@ def main():
     parser.add_argument("--input", nargs="+", required=True, help="images or glob patterns")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--mode", choices=MODES, default="auto")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="minimum score of the instances drawn (default 0.5) and, for Mask2Former, of the "
+        "panoptic segments (default: the config's MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD); "
+        "rejected for semantic-segmentation-only models",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="output size / input size")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     args = parser.parse_args()
     setup_logger(name="freqfusion_d2")
     logger = setup_logger()
-    cfg = setup_cfg(
-        args.config_file,
-        list(args.opts) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold)],
-    )
-    if not cfg.MODEL.WEIGHTS:
-        logger.warning("MODEL.WEIGHTS is empty: the predictions come from an untrained model")
-    predictor = DefaultPredictor(cfg)
+    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
+    try:
+        cfg.merge_from_list(confidence_threshold_opts(cfg, args.confidence_threshold))
+    except ValueError as e:
+        raise SystemExit(str(e))
+    cfg.freeze()
+    threshold = args.confidence_threshold
+    predictor = Predictor(cfg, DEFAULT_CONFIDENCE if threshold is None else threshold)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     paths = sorted(
         {p for pattern in args.input for p in (glob.glob(os.path.expanduser(pattern)) or [pattern])}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Converts an official FreqFusion mmdet checkpoint (FreqFusionCARAFEFPN) to detectron2 names.
+"""Converts an official FreqFusion mmdet checkpoint (FreqFusionCARAFEFPN) to a detectron2 one.
 
     python tools/convert_mmdet_freqfusion.py panoptic_fpn_r50_freqfusion.pth out.pth [--extra-p6]
         [--no-neck] [--backbone]
@@ -20,14 +20,20 @@ import torch
 from freqfusion_d2.modeling import convert_mmdet_freqfusion_state_dict
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def main(argv=None):
+    # The description is the docstring's first line, which says what is converted.
+    summary, _, details = __doc__.partition("\n")
+    parser = argparse.ArgumentParser(
+        description=summary,
+        epilog=details,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("input", help="mmdet checkpoint (.pth)")
     parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
     parser.add_argument("--extra-p6", action="store_true", help="keep the P6 fusion (alignment.3)")
     parser.add_argument("--no-neck", action="store_true", help="skip the FPN lateral/output convs")
     parser.add_argument("--backbone", action="store_true", help="also convert the ResNet")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     checkpoint = torch.load(args.input, map_location="cpu", weights_only=False)
     model, counts = convert_mmdet_freqfusion_state_dict(

@@ -4,8 +4,9 @@ import logging
 import weakref
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -26,7 +27,11 @@ class Trainer(DefaultTrainer):
       (:class:`FreqFusionCheckpointer`);
     * multi-process training on the CPU (DDP without device ids, gloo backend from
       detectron2's ``launch`` when no GPU is present);
-    * a clear error for dataset files missing on disk.
+    * a clear error for dataset files missing on disk;
+    * the results of the last evaluation in :attr:`last_eval_results` (and returned by
+      :meth:`train`).
+
+    ``tests/test_detectron2_contract.py`` pins the parts of ``DefaultTrainer`` this relies on.
     """
 
     def __init__(self, cfg):
@@ -52,7 +57,42 @@ class Trainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        self.last_eval_results = None
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with its evaluation hook replaced by one that keeps the
+        results in :attr:`last_eval_results` (same period, same position in the list)."""
+        hook_list = super().build_hooks()
+        positions = [i for i, h in enumerate(hook_list) if isinstance(h, hooks.EvalHook)]
+        if len(positions) != 1:
+            raise RuntimeError(
+                f"Trainer.build_hooks: expected DefaultTrainer.build_hooks() to return one "
+                f"EvalHook, got {len(positions)}; this detectron2 version is not supported"
+            )
+        hook_list[positions[0]] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate)
+        return hook_list
+
+    def _evaluate(self):
+        self.last_eval_results = self.test(self.cfg, self.model)
+        return self.last_eval_results
+
+    def train(self):
+        """Runs training from ``start_iter`` to ``max_iter``, then checks
+        ``TEST.EXPECTED_RESULTS`` (as DefaultTrainer does).
+
+        Returns:
+            The results of the last evaluation (None if none ran).
+        """
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            if self.last_eval_results is None:
+                raise RuntimeError(
+                    "TEST.EXPECTED_RESULTS is set but no evaluation ran during training "
+                    "(TEST.EVAL_PERIOD 0?)"
+                )
+            verify_results(self.cfg, self.last_eval_results)
+        return self.last_eval_results
 
     @classmethod
     def build_optimizer(cls, cfg, model):
