@@ -47,11 +47,13 @@ assert int(setuptools.__version__.split('.')[0]) < 81
   pip_install "setuptools<81" wheel ninja packaging
 fi
 
-# 3. detectron2 (not on PyPI).
+# 3. detectron2 (not on PyPI). FORCE_CUDA is meant for this package's kernels: detectron2
+# builds its own CUDA ops wherever a GPU is visible, and on a machine without one (a CI or build
+# box) its CUDA build would need CUDA headers that torch's pip wheels do not all provide.
 if check "import detectron2"; then
   echo "== detectron2 $(check 'import detectron2; print(detectron2.__version__)') is installed"
 else
-  pip_install --no-build-isolation "$DETECTRON2_SRC"
+  (unset FORCE_CUDA && pip_install --no-build-isolation "$DETECTRON2_SRC")
 fi
 
 # 4. This package. Prints what is missing: "package" (not installed editable from this
