@@ -10,7 +10,8 @@ fails here, by name, instead of somewhere deep in training:
 * ``Trainer.train`` replaces ``DefaultTrainer.train`` and ``Trainer.build_hooks`` swaps its one
   ``EvalHook``.
 * ``FreqFusionCheckpointer.save`` writes fvcore's checkpoint payload atomically; it overrides the
-  documented extension points ``_load_file`` and ``_load_model``.
+  documented extension points ``_load_file`` and ``_load_model``, and resets
+  ``DetectionCheckpointer._parsed_url_during_load`` after a failed load.
 * ``InstanceSegEvaluator`` overrides ``COCOEvaluator._eval_predictions`` and reads its metadata
   from ``COCOEvaluator._metadata``.
 """
@@ -31,6 +32,7 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from freqfusion_d2.data.datasets import register_synthetic_coco
 from freqfusion_d2.data.synthetic import generate_synthetic_coco
 from freqfusion_d2.engine import FreqFusionCheckpointer, Trainer, setup_cfg
+from freqfusion_d2.engine.checkpoint import CheckpointError
 from freqfusion_d2.modeling import FreqFusionFPN
 
 TINY = "configs/Synthetic/panoptic_fpn_R_18_tiny_freqfusion.yaml"
@@ -99,8 +101,8 @@ def tiny_cfg(tmp_path_factory):
 def test_trainer_builds_what_default_trainer_builds(tiny_cfg):
     ours, theirs = Trainer(tiny_cfg), DefaultTrainer(tiny_cfg)
     # The attributes DefaultTrainer.__init__ sets (its methods read _trainer, scheduler,
-    # checkpointer, start_iter, max_iter, cfg); ours adds last_eval_results only.
-    assert set(vars(ours)) == set(vars(theirs)) | {"last_eval_results"}
+    # checkpointer, start_iter, max_iter, cfg); ours adds last_eval_results and data_sampler.
+    assert set(vars(ours)) == set(vars(theirs)) | {"last_eval_results", "data_sampler"}
     assert type(ours._trainer) is type(theirs._trainer)
     assert [type(h) for h in ours._hooks] == [type(h) for h in theirs._hooks]
     assert sum(isinstance(h, hooks.EvalHook) for h in theirs.build_hooks()) == 1
@@ -216,6 +218,24 @@ def test_checkpointer_load_hooks():
     assert incompatible.missing_keys == ["bias"]
     assert incompatible.unexpected_keys == ["other"]
     assert incompatible.incorrect_shapes == []
+
+
+def test_detection_checkpointer_load_state_after_an_error(tmp_path):
+    # FreqFusionCheckpointer.load clears _parsed_url_during_load, which
+    # DetectionCheckpointer.load sets, asserts to be None on entry, and leaves set when the file
+    # fails to load.
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(2, 2))
+    assert checkpointer._parsed_url_during_load is None
+    with pytest.raises(Exception):
+        checkpointer.load(str(tmp_path / "bad.pth"))
+    assert checkpointer._parsed_url_during_load is not None
+    with pytest.raises(AssertionError):
+        checkpointer.load(str(tmp_path / "bad.pth"))
+    ours = FreqFusionCheckpointer(torch.nn.Linear(2, 2))
+    for _ in range(2):
+        with pytest.raises(CheckpointError):
+            ours.load(str(tmp_path / "bad.pth"))
 
 
 def test_coco_evaluator_private_parts(tiny_cfg):

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultPredictor
 
+from ..utils.cli import InputError
 from .checkpoint import FreqFusionCheckpointer
 
 __all__ = ["DEFAULT_CONFIDENCE", "Predictor", "confidence_threshold_opts"]
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 # Instances below this score are not drawn unless another threshold is given (detectron2's
 # demo uses the same default).
 DEFAULT_CONFIDENCE = 0.5
+ARGUMENT = "--confidence-threshold"
 
 
 def confidence_threshold_opts(cfg: CfgNode, threshold: Optional[float]) -> List[str]:
@@ -35,28 +37,30 @@ def confidence_threshold_opts(cfg: CfgNode, threshold: Optional[float]) -> List[
         ``KEY VALUE`` overrides for ``cfg``.
 
     Raises:
-        ValueError: when ``threshold`` is outside [0, 1], or is given for a model whose outputs
-            have no scores (semantic segmentation only).
+        InputError: (a ValueError) when ``threshold`` is outside [0, 1], or is given for a
+            model whose outputs have no scores (semantic segmentation only).
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--confidence-threshold: expected a score in [0, 1], got {threshold}")
+        raise InputError(ARGUMENT, f"{threshold} is not a score", "a value in [0, 1]")
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch == "MaskFormer":
         test = cfg.MODEL.MASK_FORMER.TEST
         if threshold is None:
             return []
         if not (test.INSTANCE_ON or test.PANOPTIC_ON):
-            raise ValueError(
-                "--confidence-threshold: has no effect on this model, which predicts semantic "
-                "segmentation only (MODEL.MASK_FORMER.TEST.INSTANCE_ON and PANOPTIC_ON are False)"
+            raise InputError(
+                ARGUMENT,
+                "has no effect on this model, which predicts semantic segmentation only "
+                "(MODEL.MASK_FORMER.TEST.INSTANCE_ON and PANOPTIC_ON are False)",
             )
         return ["MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", str(threshold)]
     if arch == "SemanticSegmentor":
         if threshold is None:
             return []
-        raise ValueError(
-            "--confidence-threshold: has no effect on this model, which predicts semantic "
-            "segmentation only (MODEL.META_ARCHITECTURE SemanticSegmentor)"
+        raise InputError(
+            ARGUMENT,
+            "has no effect on this model, which predicts semantic segmentation only "
+            "(MODEL.META_ARCHITECTURE SemanticSegmentor)",
         )
     value = str(DEFAULT_CONFIDENCE if threshold is None else threshold)
     return [

@@ -66,7 +66,7 @@ def test_threshold_rejected_where_it_has_no_effect():
     assert confidence_threshold_opts(semantic_only, None) == []
     with pytest.raises(ValueError, match="--confidence-threshold: has no effect.*semantic"):
         confidence_threshold_opts(semantic_only, 0.5)
-    with pytest.raises(ValueError, match=r"expected a score in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"1.5 is not a score; expected a value in \[0, 1\]"):
         confidence_threshold_opts(setup_cfg(FPN), 1.5)
 
 
