@@ -93,6 +93,11 @@ class FreqFusionFPN(FPN):
         stages = [int(math.log2(s)) for s in strides]
         self.extra_p6 = extra_p6
         self.use_checkpoint = use_checkpoint
+        self.fuse_type = fuse_type
+        # Output shapes from detectron2's public FPN.output_shape(), plus the extra level; kept
+        # here so that nothing writes FPN's private shape fields.
+        self._shapes = dict(super().output_shape())
+        self._divisibility = super().size_divisibility
 
         if extra_p6:
             top_stage = stages[-1] + 1
@@ -122,10 +127,8 @@ class FreqFusionFPN(FPN):
             self.lateral_convs = [lateral] + self.lateral_convs
             self.output_convs = [output] + self.output_convs
             stages = stages + [top_stage]
-            self._out_feature_strides[f"p{top_stage}"] = 2**top_stage
-            self._out_features = list(self._out_feature_strides.keys())
-            self._out_feature_channels = {k: out_channels for k in self._out_features}
-            self._size_divisibility = 2**top_stage
+            self._shapes[f"p{top_stage}"] = ShapeSpec(channels=out_channels, stride=2**top_stage)
+            self._divisibility = 2**top_stage
 
         # One fusion per high-resolution level, in top-down order like the conv lists.
         self.fusions = []
@@ -133,6 +136,13 @@ class FreqFusionFPN(FPN):
             fusion = make_freqfusion(out_channels, out_channels, **freqfusion_kwargs)
             self.add_module(f"fpn_freqfusion{stage}", fusion)
             self.fusions.append(fusion)
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._divisibility
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return dict(self._shapes)
 
     @classmethod
     def from_config(cls, cfg, bottom_up: Backbone, top_block: Optional[nn.Module] = None):
@@ -171,22 +181,23 @@ class FreqFusionFPN(FPN):
         ):
             _, hr_out, lr_out = fusion(lateral_conv(feature), prev, self.use_checkpoint)
             prev = hr_out + lr_out
-            if self._fuse_type == "avg":
+            if self.fuse_type == "avg":
                 prev = prev / 2
             results.insert(0, output_conv(prev))
 
+        names = list(self._shapes)
         if self.top_block is not None:
             if self.top_block.in_feature in bottom_up_features:
                 top_in = bottom_up_features[self.top_block.in_feature]
             else:
-                top_in = results[self._out_features.index(self.top_block.in_feature)]
+                top_in = results[names.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_in))
-        if len(results) != len(self._out_features):
+        if len(results) != len(names):
             raise RuntimeError(
-                f"FreqFusionFPN produced {len(results)} maps for {len(self._out_features)} "
-                f"output features {self._out_features}"
+                f"FreqFusionFPN produced {len(results)} maps for {len(names)} output features "
+                f"{names}"
             )
-        return dict(zip(self._out_features, results))
+        return dict(zip(names, results))
 
 
 @BACKBONE_REGISTRY.register()
