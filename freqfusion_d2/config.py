@@ -103,3 +103,41 @@ def add_freqfusion_config(cfg: CN) -> None:
     declare_key(boundary, "ENABLED", False)
     # Width in pixels of the boundary band the boundary metrics are computed in.
     declare_key(boundary, "BAND_KERNEL", 15)
+
+    _add_sfm_keys(cfg)
+
+
+def _add_sfm_keys(cfg: CN) -> None:
+    """Spatial Frequency Modulation (Chen et al., TPAMI 2025): adaptive resampling (ARS) in the
+    backbone and multi-scale adaptive upsampling (MSAU); see docs/sfm.md."""
+    sfm = declare_node(cfg.MODEL, "SFM")
+    # Backbone stages with an ARS before them (on their input, i.e. before their stride-2
+    # layer), e.g. ["res3", "res4", "res5"]; empty: no ARS. Read by build_resnet_sfm_backbone,
+    # build_resnet_sfm_fpn_backbone and SFMSwinTransformer.
+    declare_key(sfm, "ARS_STAGES", [])
+    # Saliency generator of each ARS: "avgpsp" (pooling + pyramid context + 1x1 conv) or
+    # "conv" (pooling + one 3x3 conv).
+    declare_key(sfm, "ARS_MODE", "avgpsp")
+    # The saliency and the Gaussian sums are computed at 1/ARS_STRIDE of the stage input.
+    declare_key(sfm, "ARS_STRIDE", 2)
+    # Side of the Gaussian window of the grid (odd), in saliency pixels.
+    declare_key(sfm, "ARS_KERNEL", 63)
+    # Full width at half maximum of that Gaussian, in saliency pixels.
+    declare_key(sfm, "ARS_FWHM", 32.0)
+    # Norm of the avgpsp pyramid branches, a detectron2 norm name. "LN" (per-position channel
+    # norm) works for any batch size, including the 1x1 pooled branch of a single image; the
+    # pre-release sampler used "SyncBN".
+    declare_key(sfm, "ARS_NORM", "LN")
+    # Use MSAU for the final upsampling of the segmentation output (SFMSemSegFPNHead) and of
+    # Mask2Former's masks (MaskFormer inference and its point-sampled mask losses). Stage outputs
+    # behind an ARS are always demodulated (see DEMOD_DILATIONS).
+    declare_key(sfm, "MSAU", False)
+    # MSAU scales: dilations of the neighbourhood, one learnable width and gate each.
+    declare_key(sfm, "MSAU_DILATIONS", [1, 2])
+    # Side of the MSAU neighbourhood (odd).
+    declare_key(sfm, "MSAU_KERNEL", 3)
+    # Newton steps that invert the sampling grids.
+    declare_key(sfm, "MSAU_INVERSE_ITERATIONS", 5)
+    # Scales of the MSAU that brings each stage output behind an ARS back to the undistorted
+    # frame. Empty: bilinear interpolation at the inverted grid only (no parameters, cheapest).
+    declare_key(sfm, "DEMOD_DILATIONS", [])

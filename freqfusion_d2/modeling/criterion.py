@@ -15,7 +15,7 @@ supervision, for every intermediate prediction of the transformer decoder (each 
 * ``loss_dice``: dice loss on the same points, normalised the same way.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -95,6 +95,7 @@ class SetCriterion(nn.Module):
         num_points: int,
         oversample_ratio: float,
         importance_sample_ratio: float,
+        mask_point_sampler: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     ):
         """
         Args:
@@ -108,6 +109,10 @@ class SetCriterion(nn.Module):
             num_points: points per mask for the mask losses.
             oversample_ratio: candidate points per kept point (>= 1) for importance sampling.
             importance_sample_ratio: fraction of the points chosen by uncertainty, in [0, 1].
+            mask_point_sampler: ``(masks (N, 1, H, W), coords (N, P, 2)) -> (N, 1, P)`` that
+                reads the predicted mask logits at the loss points (e.g. the ``point_sample``
+                of the model's MSAU, so the losses see the upsampler the model uses); None:
+                bilinear ``point_sample``. The target masks are always read bilinearly.
         """
         super().__init__()
         unknown = [loss for loss in losses if loss not in _LOSS_KEYS]
@@ -133,6 +138,7 @@ class SetCriterion(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        self.mask_point_sampler = mask_point_sampler
 
     def loss_labels(
         self,
@@ -176,7 +182,10 @@ class SetCriterion(nn.Module):
             )
             # Bilinear sampling gives soft labels at mask edges; they are used as they are.
             point_labels = point_sample(target_masks, coords, align_corners=False).squeeze(1)
-        point_logits = point_sample(pred_masks, coords, align_corners=False).squeeze(1)
+        if self.mask_point_sampler is None:
+            point_logits = point_sample(pred_masks, coords, align_corners=False).squeeze(1)
+        else:
+            point_logits = self.mask_point_sampler(pred_masks, coords).squeeze(1)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
             "loss_dice": dice_loss(point_logits, point_labels, num_masks),

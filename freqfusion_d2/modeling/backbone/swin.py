@@ -249,13 +249,18 @@ class BasicLayer(nn.Module):
         mask = windows[:, None, :] - windows[:, :, None]
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
-    def forward(self, x: torch.Tensor, h: int, w: int):
+    def forward_blocks(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The stage's blocks on (N, h*w, C) tokens, without the patch merging."""
         attn_mask = self._shift_mask(h, w, x.device)
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
                 x = checkpoint.checkpoint(blk, x, h, w, attn_mask, use_reentrant=False)
             else:
                 x = blk(x, h, w, attn_mask)
+        return x
+
+    def forward(self, x: torch.Tensor, h: int, w: int):
+        x = self.forward_blocks(x, h, w)
         if self.downsample is None:
             return x, h, w, x, h, w
         return x, h, w, self.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2

@@ -2,7 +2,7 @@
 criterion, and semantic / panoptic / instance inference."""
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,13 +14,16 @@ from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.memory import retry_if_cuda_oom
 from torch import nn
 
+from ..sfm_config import make_msau
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["MaskFormer"]
 
 
-def build_criterion(cfg, num_classes: int):
-    """The Hungarian matcher and set criterion of Mask2Former, with their weight dict."""
+def build_criterion(cfg, num_classes: int, mask_point_sampler=None):
+    """The Hungarian matcher and set criterion of Mask2Former, with their weight dict
+    (``mask_point_sampler``: see ``SetCriterion``)."""
     # Imported here so that the model definitions import without the training pieces.
     from ..criterion import SetCriterion
     from ..matcher import HungarianMatcher
@@ -51,6 +54,7 @@ def build_criterion(cfg, num_classes: int):
         num_points=mf.TRAIN_NUM_POINTS,
         oversample_ratio=mf.OVERSAMPLE_RATIO,
         importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        mask_point_sampler=mask_point_sampler,
     )
 
 
@@ -85,6 +89,7 @@ class MaskFormer(nn.Module):
         instance_on: bool,
         test_topk_per_image: int,
         deep_supervision: bool = True,
+        mask_upsampler: Optional[nn.Module] = None,
     ):
         """
         Args:
@@ -105,6 +110,10 @@ class MaskFormer(nn.Module):
             deep_supervision: pass the intermediate predictions to the criterion; without it
                 they are not matched at all (the losses are the same as computing and dropping
                 them).
+            mask_upsampler: upsampler of the mask logits at inference, called as
+                ``mask_upsampler(masks, size)`` (an SFM
+                :class:`~freqfusion_d2.layers.MultiScaleAdaptiveUpsampler`); None: bilinear.
+                Give the criterion its ``point_sample`` so that it is trained.
         """
         super().__init__()
         if not semantic_on and not sem_seg_postprocess_before_inference:
@@ -130,6 +139,7 @@ class MaskFormer(nn.Module):
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
         self.deep_supervision = deep_supervision
+        self.mask_upsampler = mask_upsampler
 
     @classmethod
     def from_config(cls, cfg):
@@ -138,10 +148,12 @@ class MaskFormer(nn.Module):
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         test = mf.TEST
         train_sets = cfg.DATASETS.TRAIN
+        mask_upsampler = make_msau(cfg) if cfg.MODEL.SFM.MSAU else None
+        sampler = mask_upsampler.point_sample if mask_upsampler is not None else None
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
-            "criterion": build_criterion(cfg, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
+            "criterion": build_criterion(cfg, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, sampler),
             "num_queries": mf.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
@@ -157,6 +169,7 @@ class MaskFormer(nn.Module):
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "deep_supervision": mf.DEEP_SUPERVISION,
+            "mask_upsampler": mask_upsampler,
         }
 
     @property
@@ -201,12 +214,17 @@ class MaskFormer(nn.Module):
     def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict[str, object]]:
         """Post-processes the decoder outputs of a padded batch into per-image results."""
         mask_cls_results = outputs["pred_logits"]
-        mask_pred_results = F.interpolate(
-            outputs["pred_masks"],
-            size=images.tensor.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
-        )
+        if self.mask_upsampler is not None:
+            mask_pred_results = self.mask_upsampler(
+                outputs["pred_masks"], tuple(images.tensor.shape[-2:])
+            )
+        else:
+            mask_pred_results = F.interpolate(
+                outputs["pred_masks"],
+                size=images.tensor.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+            )
         del outputs
         processed_results = []
         for mask_cls, mask_pred, input_per_image, image_size in zip(

@@ -9,7 +9,7 @@ from detectron2.config import CfgNode
 from m2f_testing import CONFIG_ROOT, load_cfg, new_cfg
 
 M2F_CONFIGS = sorted(
-    glob.glob(os.path.join(CONFIG_ROOT, "ADE20K-SemanticSegmentation", "*.yaml"))
+    glob.glob(os.path.join(CONFIG_ROOT, "ADE20K-SemanticSegmentation", "mask2former*.yaml"))
     + glob.glob(os.path.join(CONFIG_ROOT, "COCO-PanopticSegmentation", "mask2former*.yaml"))
 )
 
