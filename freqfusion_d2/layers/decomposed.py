@@ -63,7 +63,7 @@ def ms_deform_attn_decomposed(
     """
     dtype = value.dtype
     n, s, m, d = value.shape
-    lq, num_levels, p = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    _, lq, _, num_levels, p, _ = sampling_locations.shape
     sampling_locations = sampling_locations.to(dtype)
     attention_weights = attention_weights.to(dtype)
     # Level tables broadcast against (N, Lq, M, L, P).

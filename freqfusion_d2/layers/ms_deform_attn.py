@@ -131,9 +131,7 @@ def _check_args(
 
 def _is_capturing() -> bool:
     """Whether a graph is being captured (torch.compile / torch.export, tracing, ONNX export)."""
-    return (
-        torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def ms_deform_attn_ref(
