@@ -190,10 +190,14 @@ class MaskFormer(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
-    def forward(self, batched_inputs: List[Dict[str, object]]):
+    def preprocess_image(self, batched_inputs: List[Dict[str, object]]) -> ImageList:
+        """Normalised images of a batch, zero-padded to a multiple of ``size_divisibility``."""
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        images = ImageList.from_tensors(images, self.size_divisibility)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict[str, object]]):
+        images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         outputs = self.sem_seg_head(features)
 
