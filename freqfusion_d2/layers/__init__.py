@@ -2,6 +2,12 @@
 
 from .carafe import CARAFE, carafe, carafe_ref
 from .freqfusion import FreqFusion, normalize_kernels
+from .freqfusion_sim import FreqFusionSimDirection, SimDirectionSampler
+from .image_guided_upsample import (
+    CascadeImageGuidedUpsample,
+    ImageGuidedUpsample,
+    LearnableHighPass,
+)
 from .local_sim_sampler import LocalSimGuidedSampler, local_cosine_similarity
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_ref
 
@@ -11,6 +17,11 @@ __all__ = [
     "carafe_ref",
     "FreqFusion",
     "normalize_kernels",
+    "FreqFusionSimDirection",
+    "SimDirectionSampler",
+    "CascadeImageGuidedUpsample",
+    "ImageGuidedUpsample",
+    "LearnableHighPass",
     "LocalSimGuidedSampler",
     "local_cosine_similarity",
     "MSDeformAttn",
