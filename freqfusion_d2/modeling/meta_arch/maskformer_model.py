@@ -199,7 +199,7 @@ class MaskFormer(nn.Module):
     def forward(self, batched_inputs: List[Dict[str, object]]):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
+        outputs = self.run_head(features, images)
 
         if self.training:
             if "instances" in batched_inputs[0]:
@@ -214,6 +214,10 @@ class MaskFormer(nn.Module):
             # Losses without a weight are dropped, as upstream.
             return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
         return self.inference(outputs, batched_inputs, images)
+
+    def run_head(self, features: Dict[str, torch.Tensor], images: ImageList):
+        """The head's prediction dict for the backbone ``features`` of the batch ``images``."""
+        return self.sem_seg_head(features)
 
     def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict[str, object]]:
         """Post-processes the decoder outputs of a padded batch into per-image results."""
