@@ -56,7 +56,8 @@ def check_inputs(args):
                 "a checkpoint written by an earlier run, or no --resume",
             )
     else:
-        check_checkpoint("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, required=args.eval_only)
+        # Empty weights with --eval-only evaluate the untrained model (make demo's reference).
+        check_checkpoint("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
     if not args.eval_only:
         check_datasets("DATASETS.TRAIN", cfg.DATASETS.TRAIN)
     check_datasets("DATASETS.TEST", cfg.DATASETS.TEST)
@@ -84,6 +85,8 @@ def write_results(cfg, results):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
+        if not cfg.MODEL.WEIGHTS and not args.resume:
+            logger.warning("MODEL.WEIGHTS is empty: evaluating an untrained model")
         model = Trainer.build_model(cfg)
         FreqFusionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume

@@ -35,7 +35,7 @@ def convert_split(root: str, split: str, workers: int = 1) -> int:
     json_file = os.path.join(root, "coco", "annotations", f"panoptic_{split}2017.json")
     panoptic_dir = os.path.join(root, "coco", f"panoptic_{split}2017")
     out_dir = os.path.join(root, "coco", f"panoptic_semseg_{split}2017")
-    check_dir("--root", panoptic_dir, "coco/panoptic_{split}2017 PNGs", hint=DOWNLOAD)
+    check_dir("--root", panoptic_dir, f"coco/panoptic_{split}2017 PNGs", hint=DOWNLOAD)
     load_json("--root", json_file, required_keys=("annotations", "categories"))
     # Labels are positions in COCO_CATEGORIES; pixels in no segment get 255 (the default).
     count = convert_panoptic_to_semantic(

@@ -227,7 +227,6 @@ def test_table_rows_as_processes(files, tmp_path):
             "DATASETS.TRAIN: dataset 'synthetic_coco_2017_trian' is not registered "
             "(closest valid: synthetic_coco_2017_train)",
         ),
-        (["--config-file", FPN, "--eval-only"], "MODEL.WEIGHTS: not given; expected a checkpoint"),
     ],
 )
 def test_train_net_config_and_arguments(scripts, capsys, argv, expected):
@@ -288,7 +287,7 @@ def test_train_net_resume_without_a_complete_checkpoint(scripts, capsys, files, 
     (out / "model_0000009.pth").write_bytes((files / "truncated.pth").read_bytes())
     (out / "last_checkpoint").write_text("model_0000009.pth")
     line = _train(scripts, capsys, "--config-file", FPN, "--resume", "OUTPUT_DIR", str(out))
-    assert line.startswith(f"--resume: {out} has no complete checkpoint (--resume: checkpoint ")
+    assert line.startswith(f"--resume: {out} has no complete checkpoint (checkpoint ")
     assert "model_0000009.pth is truncated or corrupt" in line
 
 
@@ -476,3 +475,18 @@ def test_dataset_scripts_bad_inputs(scripts, capsys, files, tmp_path):
     (labels / "a.png").write_bytes((files / "truncated.jpg").read_bytes())
     line = _error(ade, ["--root", str(tmp_path)], capsys)
     assert line.startswith(f"--root: label map {labels / 'a.png'} cannot be converted (")
+
+
+def test_analyze_and_visualize_tools_bad_inputs(capsys, files, tmp_path):
+    analyze = _script("tools/analyze_model.py").main
+    argv = ["--tasks", "parameter", "--config-file", FPN, "MODEL.FPN.OUT_CHANEL", "8"]
+    line = _error(analyze, argv, capsys)
+    assert line == (
+        "opts: unknown config key MODEL.FPN.OUT_CHANEL (closest valid: MODEL.FPN.OUT_CHANNELS)"
+    )
+    argv = ["--tasks", "flop", "--config-file", FPN, "--input-size", "0", "64"]
+    assert _error(analyze, argv, capsys) == "--input-size: 0 64; expected positive H W"
+    visualize = _script("tools/visualize_sfm.py").main
+    image = files / "not_an_image.jpg"
+    line = _error(visualize, ["--image", str(image), "--out", str(tmp_path / "x.png")], capsys)
+    assert line == f"--image: {image} is not an image; expected an image file (JPEG, PNG, ...)"

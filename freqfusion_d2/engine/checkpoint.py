@@ -164,7 +164,7 @@ def find_resume_checkpoints(save_dir: str) -> Tuple[List[str], List[str]]:
         try:
             verify_checkpoint_file(path, argument="--resume")
         except CheckpointError as e:
-            skipped.append(str(e))
+            skipped.append(e.problem)
             continue
         complete.append(path)
     return complete, skipped
@@ -272,7 +272,7 @@ class FreqFusionCheckpointer(DetectionCheckpointer):
                 except CheckpointError as e:
                     # Found only by reading it (e.g. a pickle cut short): nothing was applied.
                     logger.warning("Not resuming from a damaged checkpoint: %s", e)
-                    skipped.append(str(e))
+                    skipped.append(e.problem)
         finally:
             self._argument = "MODEL.WEIGHTS"
         raise CheckpointError(
