@@ -10,15 +10,21 @@ expect.
 Usage::
 
     python datasets/prepare_ade20k_sem_seg.py [--root DIR]
+
+A missing folder or an unreadable label map is told in one line (--debug or FREQFUSION_DEBUG=1:
+traceback).
 """
 
 import argparse
 import logging
 import os
+import sys
 from typing import List, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from freqfusion_d2.utils.cli import InputError, add_debug_flag, check_dir, run_cli
 
 logger = logging.getLogger("prepare_ade20k_sem_seg")
 
@@ -41,29 +47,43 @@ def convert_split(ade_root: str, split: str) -> int:
     """Converts one split; returns the number of files written."""
     in_dir = os.path.join(ade_root, "annotations", split)
     out_dir = os.path.join(ade_root, "annotations_detectron2", split)
-    if not os.path.isdir(in_dir):
-        raise FileNotFoundError(f"ADE20K label folder not found: {in_dir!r}")
+    check_dir(
+        "--root",
+        in_dir,
+        "ADEChallengeData2016/annotations/{training,validation}",
+        hint="unzip ADEChallengeData2016.zip from http://sceneparsing.csail.mit.edu/ into --root",
+    )
     os.makedirs(out_dir, exist_ok=True)
     names = sorted(n for n in os.listdir(in_dir) if n.endswith(".png"))
     for name in names:
-        raw = np.asarray(Image.open(os.path.join(in_dir, name)))
-        Image.fromarray(convert_label(raw)).save(os.path.join(out_dir, name))
+        path = os.path.join(in_dir, name)
+        try:
+            with Image.open(path) as img:
+                raw = np.asarray(img)
+            label = convert_label(raw)
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise InputError(
+                "--root", f"label map {path} cannot be converted ({e})", "raw ADE20K label PNGs"
+            ) from e
+        Image.fromarray(label).save(os.path.join(out_dir, name))
     logger.info("%s: wrote %d label maps to %s", split, len(names), out_dir)
     return len(names)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--root",
         default=os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")),
         help="folder holding ADEChallengeData2016 (default: $DETECTRON2_DATASETS or 'datasets')",
     )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     for split in SPLITS:
         convert_split(os.path.join(args.root, "ADEChallengeData2016"), split)
+    return 0
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main()
+    sys.exit(run_cli(main))

@@ -104,7 +104,7 @@ def add_maskformer2_config(cfg: CN) -> None:
     # FFN width of the transformer decoder (the encoder uses
     # SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD).
     declare_key(mf, "DIM_FEEDFORWARD", 2048)
-    # Legacy (MaskFormer v1): unused by Mask2Former.
+    # Encoder layers of MaskFormer v1's StandardTransformerDecoder (unused by Mask2Former).
     declare_key(mf, "ENC_LAYERS", 0)
     # Decoder layers + 1: the first prediction is made from the learnable queries alone.
     declare_key(mf, "DEC_LAYERS", 6)
@@ -119,7 +119,8 @@ def add_maskformer2_config(cfg: CN) -> None:
     declare_key(mf, "TRANSFORMER_IN_FEATURE", "res5")
     # Always build the decoder's 1x1 input projections, even when CONVS_DIM == HIDDEN_DIM.
     declare_key(mf, "ENFORCE_INPUT_PROJ", False)
-    # Registered name (TRANSFORMER_DECODER_REGISTRY) of the transformer decoder.
+    # Registered name (TRANSFORMER_DECODER_REGISTRY) of the transformer decoder:
+    # "MultiScaleMaskedTransformerDecoder" (Mask2Former) or "StandardTransformerDecoder" (v1).
     declare_key(mf, "TRANSFORMER_DECODER_NAME", "MultiScaleMaskedTransformerDecoder")
     # Pad the batch to a multiple of this (< 0: use the backbone's size_divisibility).
     declare_key(mf, "SIZE_DIVISIBILITY", 32)
@@ -145,8 +146,8 @@ def add_maskformer2_config(cfg: CN) -> None:
     declare_key(head, "TRANSFORMER_ENC_LAYERS", 0)
     # Registered name (SEM_SEG_HEADS_REGISTRY) of the pixel decoder: "MSDeformAttnPixelDecoder",
     # "FreqAwareMSDeformAttnPixelDecoder2" (= "FreqFusionMSDeformAttnPixelDecoder") or
-    # "FreqAwareMSDeformAttnPixelDecoder" (historic v1). The upstream default "BasePixelDecoder"
-    # (MaskFormer v1) is not provided by this package.
+    # "FreqAwareMSDeformAttnPixelDecoder" (historic v1), or MaskFormer v1's "BasePixelDecoder"
+    # (the upstream default) and "TransformerEncoderPixelDecoder".
     declare_key(head, "PIXEL_DECODER_NAME", "BasePixelDecoder")
     # Backbone features fed to the deformable encoder.
     declare_key(head, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])

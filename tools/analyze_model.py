@@ -31,6 +31,7 @@ Counting rules:
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -49,6 +50,13 @@ from fvcore.nn import flop_count_table, parameter_count
 
 import freqfusion_d2.modeling  # noqa: F401  (registers the backbones and models)
 from freqfusion_d2.engine import setup_cfg
+from freqfusion_d2.utils.cli import (
+    InputError,
+    add_debug_flag,
+    check_output_dir,
+    load_config,
+    run_cli,
+)
 
 logger = logging.getLogger("freqfusion_d2.analyze_model")
 
@@ -245,13 +253,23 @@ Examples:
         help="count the R-CNN heads as built (data dependent) instead of on a fixed box count",
     )
     parser.add_argument("--json-out", help="also write the numbers to this JSON file")
-    return parser
+    return add_debug_flag(parser)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = get_parser().parse_args(argv)
     if args.eval_only or args.num_gpus != 1 or args.num_machines != 1:
-        sys.exit("analyze_model.py runs in one process; drop --eval-only / --num-gpus / ...")
+        raise InputError(
+            "--eval-only / --num-gpus / --num-machines", "not used", "one process, no flags"
+        )
+    # One-line errors for a bad config, key or size, before the model is built.
+    if not args.config_file:
+        raise InputError("--config-file", "not given", "a YAML config file under configs/")
+    load_config(args.config_file, args.opts)
+    if args.input_size and min(args.input_size) < 1:
+        raise InputError("--input-size", " ".join(map(str, args.input_size)), "positive H W")
+    if args.json_out:
+        check_output_dir("--json-out (its folder)", os.path.dirname(os.path.abspath(args.json_out)))
     setup_logger(name="fvcore")
     setup_logger(name="freqfusion_d2")
     result = analyze(args.config_file, args.tasks, args.opts, args.input_size, args.keep_heads)
@@ -263,4 +281,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()  # pragma: no cover
+    sys.exit(run_cli(lambda argv: main(argv) and 0))  # pragma: no cover

@@ -11,13 +11,14 @@ Usage::
 
     python tools/visualize_sfm.py [--image photo.png] [--size 192] [--out docs/images/sfm_ars.png]
 
-Needs matplotlib.
+Needs matplotlib. A bad input is told in one line (--debug or FREQFUSION_DEBUG=1: traceback).
 """
 
 import argparse
 import io
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -26,6 +27,13 @@ import torch.nn.functional as F
 from freqfusion_d2.analysis import aliasing_score
 from freqfusion_d2.layers import AdaptiveResampler
 from freqfusion_d2.layers.sampling_grid import to_normalized
+from freqfusion_d2.utils.cli import (
+    InputError,
+    add_debug_flag,
+    check_output_dir,
+    read_image,
+    run_cli,
+)
 
 NYQUIST = 0.25
 
@@ -130,9 +138,19 @@ def main(argv=None):
     parser.add_argument("--sharpness", type=float, default=2.0, help="saliency contrast")
     parser.add_argument("--grid-every", type=int, default=6)
     parser.add_argument("--out", default="docs/images/sfm_ars.png")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.kernel < 3 or args.kernel % 2 == 0:
         parser.error(f"--kernel must be odd and >= 3, got {args.kernel}")
+    if args.size < 8:
+        raise InputError("--size", str(args.size), "at least 8 pixels")
+    if args.image:
+        read_image("--image", args.image)  # a missing, truncated or non-image file
+    check_output_dir("--out (its folder)", os.path.dirname(os.path.abspath(args.out)))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise InputError("matplotlib", "is not installed", "`pip install matplotlib`") from e
     img = load_image(args.image, args.size) if args.image else synthetic_image(args.size)
     ars = AdaptiveResampler(
         1, mode="conv", stride=args.stride, radius=args.kernel // 2, fwhm=args.fwhm
@@ -152,4 +170,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(lambda argv: main(argv) and 0))

@@ -39,12 +39,19 @@ def _warn_no_cuda_kernels() -> None:
 
 def has_kernel_for(device: torch.device) -> bool:
     """Whether the compiled extension has kernels for tensors on ``device``."""
+    return _has_kernel_for_type(device.type)
+
+
+# A constant for torch.compile: it is evaluated once while tracing instead of being traced
+# through the cached loader (which would warn and break the graph at the pybind call).
+@torch.compiler.assume_constant_result
+def _has_kernel_for_type(device_type: str) -> bool:
     ext = get_extension()
     if ext is None:
         return False
-    if device.type == "cpu":
+    if device_type == "cpu":
         return True
-    if device.type == "cuda":
+    if device_type == "cuda":
         if ext.with_cuda():
             return True
         _warn_no_cuda_kernels()

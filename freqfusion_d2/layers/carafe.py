@@ -9,6 +9,9 @@ back to ``carafe_ref`` when they are missing. Both compute exactly mmcv's CARAFE
 with ``g = c // (C // G)`` (contiguous channel blocks per mask group), ``r = (k - 1) // 2`` and
 zero contribution from taps outside the feature map (masks are not renormalised at borders).
 
+While a model is exported to ONNX, :func:`carafe` computes the same function with standard
+operators (:func:`freqfusion_d2.layers.decomposed.carafe_decomposed`).
+
 Dtype rule: the output has the dtype of ``features``; ``masks`` of another floating dtype are cast
 to it first (their gradient comes back in their own dtype). Half and bfloat16 are accumulated in
 float32 by the compiled kernels.
@@ -20,6 +23,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ._ext import get_extension, has_kernel_for
+from .decomposed import carafe_decomposed
 
 __all__ = ["carafe", "carafe_ref", "CARAFE"]
 
@@ -136,11 +140,21 @@ def carafe(
         ValueError: for wrong shapes, an even kernel, a group count that does not divide C,
             non-floating dtypes or inputs on different devices.
     """
-    _check_args(features, masks, kernel_size, group_size, scale_factor)
-    if not has_kernel_for(features.device):
-        return carafe_ref(features, masks, kernel_size, group_size, scale_factor)
-    masks = masks.to(features.dtype)
-    return _CARAFEFunction.apply(features, masks, kernel_size, group_size, scale_factor)
+    if not torch.jit.is_scripting():
+        _check_args(features, masks, kernel_size, group_size, scale_factor)
+        if torch.onnx.is_in_onnx_export():
+            # Standard operators only, so that the ONNX file needs no custom runtime op.
+            return carafe_decomposed(features, masks, kernel_size, group_size, scale_factor)
+        if not has_kernel_for(features.device):
+            return carafe_ref(features, masks, kernel_size, group_size, scale_factor)
+        if not torch.jit.is_tracing():
+            masks = masks.to(features.dtype)
+            return _CARAFEFunction.apply(features, masks, kernel_size, group_size, scale_factor)
+    # TorchScript, scripted or traced (a traced autograd.Function could not be saved): the
+    # registered op itself, for inference only; it checks its own inputs.
+    return torch.ops.freqfusion_d2.carafe_forward(
+        features, masks.to(features.dtype), kernel_size, group_size, scale_factor
+    )
 
 
 class CARAFE(nn.Module):

@@ -9,6 +9,7 @@ kernels. Parameter names and shapes match the official module, so its checkpoint
 """
 
 import logging
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,7 +31,9 @@ def hamming_window_2d(size: int) -> torch.Tensor:
     return torch.tensor(window, dtype=torch.float32)[None, None]
 
 
-def normalize_kernels(logits: torch.Tensor, kernel_size: int, window: torch.Tensor = None):
+def normalize_kernels(
+    logits: torch.Tensor, kernel_size: int, window: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Turns kernel logits into CARAFE kernels: softmax over the k*k taps of each group, then an
     optional window and renormalisation (together equal to softmax(logits + log(window))).
 
@@ -68,6 +71,17 @@ class FreqFusion(nn.Module):
     Mask2Former guarantee this through their size divisibility). Odd sizes are rejected rather than
     silently padded, since padding would change the results.
     """
+
+    # Options that select sub-modules: constants for TorchScript, which then compiles only the
+    # branches that the built module takes.
+    __constants__ = [
+        "semi_conv",
+        "comp_feat_upsample",
+        "use_high_pass",
+        "hr_residual",
+        "feature_resample",
+        "hamming_window",
+    ]
 
     def __init__(
         self,
@@ -228,9 +242,11 @@ class FreqFusion(nn.Module):
         Returns:
             (mask_lr, hr_out, lr_out) as described in the class docstring.
         """
-        self._check_inputs(hr_feat, lr_feat)
-        if use_checkpoint:
-            return checkpoint(self._forward, hr_feat, lr_feat, use_reentrant=False)
+        if not torch.jit.is_scripting():
+            # Scripted modules leave the checks to the compiled ops and never checkpoint.
+            self._check_inputs(hr_feat, lr_feat)
+            if use_checkpoint:
+                return checkpoint(self._forward, hr_feat, lr_feat, use_reentrant=False)
         return self._forward(hr_feat, lr_feat)
 
     def _check_inputs(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor) -> None:
@@ -257,7 +273,7 @@ class FreqFusion(nn.Module):
         comp_hr = self.hr_channel_compressor(hr_feat)
         comp_lr = self.lr_channel_compressor(lr_feat)
         hr_size = comp_hr.shape[-2:]
-        logits_hr = None
+        logits_hr: Optional[torch.Tensor] = None
         if self.semi_conv and self.comp_feat_upsample:
             # Sharpen the compressed hr feature with an initial high-pass filter, predict the
             # low-pass kernels from it, and upsample the low-resolution logits with them.
@@ -295,7 +311,7 @@ class FreqFusion(nn.Module):
             lr_out = carafe(lr_up, mask_lr, kl, g, 1)
 
         hr_out = hr_feat
-        if self.use_high_pass:
+        if self.use_high_pass and logits_hr is not None:
             mask_hr = self._normalize(logits_hr, kh, self.hamming_highpass)
             hr_out = hr_feat - carafe(hr_feat, mask_hr, kh, g, 1)
             if self.hr_residual:

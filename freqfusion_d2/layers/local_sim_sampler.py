@@ -179,8 +179,10 @@ class LocalSimGuidedSampler(nn.Module):
             indexing="ij",
         )
         coords = torch.stack([xs, ys]).view(1, 2, 1, h, w)
-        normalizer = torch.tensor([w, h], dtype=dtype, device=x.device).view(1, 2, 1, 1, 1)
-        coords = 2 * (coords + offset) / normalizer - 1
+        coords = 2 * (coords + offset)
+        # x by the width, y by the height, dividing by the sizes themselves (not by a tensor
+        # built from them) so that they stay symbolic when the module is traced or exported.
+        coords = torch.stack([coords[:, 0] / w, coords[:, 1] / h], dim=1) - 1
         coords = F.pixel_shuffle(coords.view(n, -1, h, w), s)
         coords = coords.view(n, 2, -1, s * h, s * w).permute(0, 2, 3, 4, 1).flatten(0, 1)
         out = F.grid_sample(

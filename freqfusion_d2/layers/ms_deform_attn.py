@@ -13,6 +13,9 @@ samples the pixel-space point ``(x * W_l - 0.5, y * H_l - 0.5)``: pixel centres 
 neighbours outside the map contribute zero. This is exactly
 ``F.grid_sample(value_l, 2 * loc - 1, mode="bilinear", padding_mode="zeros", align_corners=False)``.
 
+While a model is exported to ONNX, :func:`ms_deform_attn` computes the same function with
+standard operators (:func:`freqfusion_d2.layers.decomposed.ms_deform_attn_decomposed`).
+
 Dtype rule: the output has the dtype of ``value``; ``sampling_locations`` and ``attention_weights``
 of another floating dtype are cast to it first (their gradients come back in their own dtype).
 Half and bfloat16 are accumulated in float32 by the compiled kernels.
@@ -31,6 +34,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ._ext import get_extension, has_kernel_for
+from .decomposed import ms_deform_attn_decomposed
 
 __all__ = ["ms_deform_attn", "ms_deform_attn_ref", "MSDeformAttn"]
 
@@ -100,9 +104,10 @@ def _check_args(
             f"ms_deform_attn: attention_weights must have shape (N, Lq, M, L, P) = "
             f"{(n, lq, m, num_levels, p)}, got {tuple(attention_weights.shape)}"
         )
-    if value.device.type == "cpu" and not torch.compiler.is_compiling():
-        # Value checks only where they cost no device synchronisation; the CUDA kernels guard
-        # their own memory accesses against inconsistent level tables.
+    if value.device.type == "cpu" and not _is_capturing():
+        # Value checks only where they cost no device synchronisation and the level table is
+        # not symbolic; the CUDA kernels guard their own memory accesses against inconsistent
+        # level tables.
         shapes = value_spatial_shapes.tolist()
         starts = value_level_start_index.tolist()
         offset = 0
@@ -122,6 +127,11 @@ def _check_args(
                 f"ms_deform_attn: value has S={s} rows but value_spatial_shapes covers "
                 f"sum(H*W) = {offset}"
             )
+
+
+def _is_capturing() -> bool:
+    """Whether a graph is being captured (torch.compile / torch.export, tracing, ONNX export)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def ms_deform_attn_ref(
@@ -251,6 +261,15 @@ def ms_deform_attn(
     _check_args(
         value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
     )
+    if torch.onnx.is_in_onnx_export():
+        # Standard operators only, so that the ONNX file needs no custom runtime op.
+        return ms_deform_attn_decomposed(
+            value,
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations,
+            attention_weights,
+        )
     if not _has_compiled_op(value.device):
         return ms_deform_attn_ref(
             value,
@@ -258,6 +277,16 @@ def ms_deform_attn(
             value_level_start_index,
             sampling_locations,
             attention_weights,
+        )
+    if torch.jit.is_tracing():
+        # A traced autograd.Function could not be saved: the registered op itself, for
+        # inference only.
+        return torch.ops.freqfusion_d2.ms_deform_attn_forward(
+            value,
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations.to(value.dtype),
+            attention_weights.to(value.dtype),
         )
     return _MSDeformAttnFunction.apply(
         value,

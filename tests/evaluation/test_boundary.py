@@ -247,6 +247,9 @@ _DIST_SCRIPT = textwrap.dedent("""
                 json.dump(results, f)
         else:
             assert not results
+        # Leave together: a rank exiting while gloo still serves the other one can abort it.
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
 
     if __name__ == "__main__":
         launch(worker, int(sys.argv[3]), dist_url="auto", args=(sys.argv[1], sys.argv[2]))

@@ -5,6 +5,7 @@ The official FreqFusion FPN is ``FreqFusionCARAFEFPN`` in
 fusions go into detectron2's ``FPN.forward`` (``detectron2/modeling/backbone/fpn.py``).
 """
 
+import copy
 import math
 from typing import Any, Dict, Optional
 
@@ -93,6 +94,11 @@ class FreqFusionFPN(FPN):
         stages = [int(math.log2(s)) for s in strides]
         self.extra_p6 = extra_p6
         self.use_checkpoint = use_checkpoint
+        self.fuse_type = fuse_type
+        # Output shapes from detectron2's public FPN.output_shape(), plus the extra level; kept
+        # here so that nothing writes FPN's private shape fields.
+        self._shapes = dict(super().output_shape())
+        self._divisibility = super().size_divisibility
 
         if extra_p6:
             top_stage = stages[-1] + 1
@@ -122,10 +128,8 @@ class FreqFusionFPN(FPN):
             self.lateral_convs = [lateral] + self.lateral_convs
             self.output_convs = [output] + self.output_convs
             stages = stages + [top_stage]
-            self._out_feature_strides[f"p{top_stage}"] = 2**top_stage
-            self._out_features = list(self._out_feature_strides.keys())
-            self._out_feature_channels = {k: out_channels for k in self._out_features}
-            self._size_divisibility = 2**top_stage
+            self._shapes[f"p{top_stage}"] = ShapeSpec(channels=out_channels, stride=2**top_stage)
+            self._divisibility = 2**top_stage
 
         # One fusion per high-resolution level, in top-down order like the conv lists.
         self.fusions = []
@@ -133,6 +137,38 @@ class FreqFusionFPN(FPN):
             fusion = make_freqfusion(out_channels, out_channels, **freqfusion_kwargs)
             self.add_module(f"fpn_freqfusion{stage}", fusion)
             self.fusions.append(fusion)
+        # The convs of the levels below the top, aligned with the fusions (TorchScript can
+        # neither slice nor index module lists in a loop).
+        self._top_down_laterals = self.lateral_convs[1:]
+        self._top_down_outputs = self.output_convs[1:]
+        # Output names, high to low resolution (a list attribute, for TorchScript).
+        self._output_names = list(self._shapes)
+
+    def __prepare_scriptable__(self):
+        """The copy that ``torch.jit.script`` compiles: the module lists become
+        ``nn.ModuleList`` (so parameter names of the scripted module differ, as for
+        detectron2's scripted FPN)."""
+        ret = copy.deepcopy(self)
+        for name, _ in self.named_children():
+            if name.startswith("fpn_"):
+                delattr(ret, name)
+        for name in (
+            "lateral_convs",
+            "output_convs",
+            "fusions",
+            "_top_down_laterals",
+            "_top_down_outputs",
+        ):
+            modules = ret.__dict__.pop(name)
+            setattr(ret, name, nn.ModuleList(modules))
+        return ret
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._divisibility
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return dict(self._shapes)
 
     @classmethod
     def from_config(cls, cfg, bottom_up: Backbone, top_block: Optional[nn.Module] = None):
@@ -161,32 +197,33 @@ class FreqFusionFPN(FPN):
         """
         bottom_up_features = self.bottom_up(x)
         # Inputs of the lateral convs in top-down order (coarsest first).
-        inputs = [bottom_up_features[f] for f in reversed(self.in_features)]
+        inputs = [bottom_up_features[f] for f in self.in_features[::-1]]
         if self.extra_p6:
             inputs = [inputs[0]] + inputs
         prev = self.lateral_convs[0](inputs[0])
         results = [self.output_convs[0](prev)]
-        for feature, lateral_conv, output_conv, fusion in zip(
-            inputs[1:], self.lateral_convs[1:], self.output_convs[1:], self.fusions
+        for idx, (lateral_conv, output_conv, fusion) in enumerate(
+            zip(self._top_down_laterals, self._top_down_outputs, self.fusions)
         ):
-            _, hr_out, lr_out = fusion(lateral_conv(feature), prev, self.use_checkpoint)
+            _, hr_out, lr_out = fusion(lateral_conv(inputs[idx + 1]), prev, self.use_checkpoint)
             prev = hr_out + lr_out
-            if self._fuse_type == "avg":
+            if self.fuse_type == "avg":
                 prev = prev / 2
             results.insert(0, output_conv(prev))
 
+        names = self._output_names
         if self.top_block is not None:
             if self.top_block.in_feature in bottom_up_features:
                 top_in = bottom_up_features[self.top_block.in_feature]
             else:
-                top_in = results[self._out_features.index(self.top_block.in_feature)]
+                top_in = results[names.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_in))
-        if len(results) != len(self._out_features):
+        if len(results) != len(names):
             raise RuntimeError(
-                f"FreqFusionFPN produced {len(results)} maps for {len(self._out_features)} "
-                f"output features {self._out_features}"
+                f"FreqFusionFPN produced {len(results)} maps for {len(names)} output features "
+                f"{names}"
             )
-        return dict(zip(self._out_features, results))
+        return {name: res for name, res in zip(names, results)}
 
 
 @BACKBONE_REGISTRY.register()

@@ -135,13 +135,17 @@ class MaskFormerHead(nn.Module):
         mask_features, encoder_features, multi_scale_features = self.pixel_decoder.forward_features(
             features
         )
+        return self._predict(features, mask_features, encoder_features, multi_scale_features, mask)
+
+    def _predict(self, features, mask_features, encoder_features, multi_scale_features, mask):
+        """Runs the transformer decoder on the input named by ``transformer_in_feature``."""
         if self.transformer_in_feature == "multi_scale_pixel_decoder":
             return self.predictor(multi_scale_features, mask_features, mask)
         if self.transformer_in_feature == "transformer_encoder":
             if encoder_features is None:
                 raise ValueError(
                     "MaskFormerHead: TRANSFORMER_IN_FEATURE='transformer_encoder' needs a pixel "
-                    "decoder with a transformer encoder"
+                    "decoder with a transformer encoder (e.g. TransformerEncoderPixelDecoder)"
                 )
             return self.predictor(encoder_features, mask_features, mask)
         if self.transformer_in_feature == "pixel_embedding":

@@ -190,12 +190,16 @@ class MaskFormer(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
-    def forward(self, batched_inputs: List[Dict[str, object]]):
+    def preprocess_image(self, batched_inputs: List[Dict[str, object]]) -> ImageList:
+        """Normalised images of a batch, zero-padded to a multiple of ``size_divisibility``."""
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        images = ImageList.from_tensors(images, self.size_divisibility)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict[str, object]]):
+        images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
+        outputs = self.run_head(features, images)
 
         if self.training:
             if "instances" in batched_inputs[0]:
@@ -210,6 +214,10 @@ class MaskFormer(nn.Module):
             # Losses without a weight are dropped, as upstream.
             return {k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}
         return self.inference(outputs, batched_inputs, images)
+
+    def run_head(self, features: Dict[str, torch.Tensor], images: ImageList):
+        """The head's prediction dict for the backbone ``features`` of the batch ``images``."""
+        return self.sem_seg_head(features)
 
     def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict[str, object]]:
         """Post-processes the decoder outputs of a padded batch into per-image results."""

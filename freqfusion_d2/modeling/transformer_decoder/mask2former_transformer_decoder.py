@@ -288,8 +288,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             # A query whose mask blocks every position would make attention NaN; let it attend
-            # everywhere instead.
-            attn_mask[attn_mask.all(dim=-1)] = False
+            # everywhere instead (written without an in-place boolean index, which ONNX lacks).
+            attn_mask = attn_mask & ~attn_mask.all(dim=-1, keepdim=True)
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], attn_mask=attn_mask, pos=pos[level], query_pos=query_embed
             )

@@ -45,13 +45,14 @@ class PositionEmbeddingSine(nn.Module):
         """
         Args:
             x: (B, C, H, W); only its shape and device are used.
-            mask: must be None (padding masks are not supported).
+            mask: optional (B, H, W) bool padding mask (True = padding): positions then count
+                the valid pixels only (MaskFormer v1's decoder passes one; Mask2Former never).
 
         Returns:
             (B, 2 * num_pos_feats, H, W) float32 encoding.
         """
         if mask is not None:
-            raise ValueError("PositionEmbeddingSine: padding masks are not supported")
+            return self._masked(x, mask)
         b, _, h, w = x.shape
         device = x.device
         y_embed = torch.arange(1, h + 1, dtype=torch.float32, device=device)
@@ -72,3 +73,26 @@ class PositionEmbeddingSine(nn.Module):
             (pos_y[:, None, :].expand(h, w, n), pos_x[None, :, :].expand(h, w, n)), dim=2
         )
         return pos.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1).contiguous()
+
+    def _masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if mask.shape != (x.shape[0],) + tuple(x.shape[-2:]) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"PositionEmbeddingSine: mask must be a bool (B, H, W) = "
+                f"{(x.shape[0],) + tuple(x.shape[-2:])} tensor, got {mask.dtype} "
+                f"{tuple(mask.shape)}"
+            )
+        valid = ~mask
+        y_embed = valid.cumsum(1, dtype=torch.float32)
+        x_embed = valid.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+        n = self.num_pos_feats
+        dim_t = torch.arange(n, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / n)
+        pos_x = x_embed[..., None] / dim_t
+        pos_y = y_embed[..., None] / dim_t
+        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2).contiguous()
