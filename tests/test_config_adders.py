@@ -94,8 +94,12 @@ def test_mask2former_decoder_defaults_are_the_official_module():
 def test_v1_decoder_keeps_its_official_options():
     cfg = setup_cfg(
         M2F_TINY_FF,
-        ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME",
-         "FreqAwareMSDeformAttnPixelDecoder"],
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME",
+            "FreqAwareMSDeformAttnPixelDecoder",
+        ],
     )
     decoder = build_model(cfg).sem_seg_head.pixel_decoder
     assert decoder.use_checkpoint

@@ -1,4 +1,5 @@
 """Detectron2 components of freqfusion_d2; importing this registers them."""
+
 from . import meta_arch, pixel_decoder, transformer_decoder  # noqa: F401  (Mask2Former)
 from .backbone import (
     D2SwinTransformer,

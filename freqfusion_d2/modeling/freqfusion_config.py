@@ -68,7 +68,9 @@ def freqfusion_use_checkpoint(cfg, official: bool) -> bool:
     if value is None:
         return official
     if not isinstance(value, bool):
-        raise ValueError(f"MODEL.FREQFUSION.USE_CHECKPOINT must be True, False or None, got {value!r}")
+        raise ValueError(
+            f"MODEL.FREQFUSION.USE_CHECKPOINT must be True, False or None, got {value!r}"
+        )
     return value
 
 
